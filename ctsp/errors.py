@@ -1,0 +1,38 @@
+"""Errors that reach the user as one clear line (see ``ctsp.cli``).
+
+``CtspError`` and its subclasses carry a message that names the problem; the CLI prints
+``ctsp: error: <message>`` and exits with the class's ``exit_code`` (2 for bad input,
+1 for a run that failed), never with a traceback.
+"""
+
+from __future__ import annotations
+
+
+class CtspError(Exception):
+    """Base class of the errors ctsp reports to users as one line."""
+
+    exit_code = 1
+
+
+class ConfigError(CtspError, ValueError):
+    """A configuration key, type or value is not valid (exit code 2)."""
+
+    exit_code = 2
+
+
+class DataError(CtspError):
+    """A dataset is missing, corrupt, or its checksum does not match (exit code 2)."""
+
+    exit_code = 2
+
+
+class RunDirError(CtspError):
+    """The run directory cannot be used as asked (exists, differs on resume; exit code 2)."""
+
+    exit_code = 2
+
+
+class DivergenceError(CtspError):
+    """A simulation produced NaN or Inf in states or weights (exit code 1)."""
+
+    exit_code = 1
