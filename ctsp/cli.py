@@ -1,0 +1,163 @@
+"""The ``ctsp`` command line: ``simulate`` (the main job) and ``data``.
+
+Exit codes: 0 success, 1 a run that failed (e.g. diverged), 2 bad usage, config or data.
+Errors are one line, ``ctsp: error: <what is wrong>``, never a traceback. Heavy modules are
+imported lazily so that ``ctsp --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+
+EXAMPLES = """examples:
+  ctsp simulate                                 digits, small loop network, about 10 s
+  ctsp simulate fmnist-2x1500 --epochs 5        a bundled paper config
+  ctsp simulate run.toml --set train.beta=1.0   a config file plus an override
+  ctsp simulate --out runs/a --resume --epochs 60
+  ctsp data list
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ctsp",
+        description="Continuous-time simulator for signal propagation (sigprop).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"ctsp {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser(
+        "simulate",
+        help="train the continuous-time sigprop loop network (Eq. 13/14)",
+        description="Train the continuous-time sigprop loop network and write a run directory "
+        "(config.toml, metrics.nc, checkpoint.pt, best.pt). With no arguments: digits data, "
+        "a 64-256-10 loop network, a short run.",
+    )
+    s.add_argument(
+        "config", nargs="?", help="TOML config file or bundled config name (see `ctsp configs`)"
+    )
+    s.add_argument("--dataset", help="dataset name (data.name)")
+    s.add_argument("--data-dir", help="directory holding the dataset files (data.dir)")
+    s.add_argument("--epochs", type=int, help="number of epochs (train.epochs)")
+    s.add_argument("--batch-size", type=int, help="minibatch size (train.batch_size)")
+    s.add_argument("--beta", type=float, help="nudging strength (train.beta)")
+    s.add_argument("--solver", help="ODE method, e.g. euler, rk4, dopri5 (solver.method)")
+    s.add_argument("--seed", type=int, help="random seed (seed)")
+    s.add_argument("--device", help="cpu, cuda or cuda:N (device)")
+    s.add_argument("--name", help="run name (name)")
+    s.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set solver.tol=1e-3 (repeatable)",
+    )
+    s.add_argument("--out", type=Path, help="run directory (default runs/<UTC time>-<name>)")
+    s.add_argument("--force", action="store_true", help="overwrite a non-empty run directory")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as TOML and exit"
+    )
+
+    sub.add_parser("configs", help="list the bundled configs")
+
+    d = sub.add_parser("data", help="list or check datasets")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    dl = dsub.add_parser("list", help="each dataset: where it was found or how to get it")
+    dl.add_argument("--data-dir", help="also look in this directory")
+    dc = dsub.add_parser("check", help="verify a dataset's files (downloads it when absent)")
+    dc.add_argument("name")
+    dc.add_argument("--data-dir", help="look in this directory first")
+    dc.add_argument("--no-download", action="store_true", help="do not download when absent")
+    return p
+
+
+FLAG_KEYS = {
+    "dataset": "data.name",
+    "data_dir": "data.dir",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "beta": "train.beta",
+    "solver": "solver.method",
+    "seed": "seed",
+    "device": "device",
+    "name": "name",
+}
+
+
+def resolve_config(args: argparse.Namespace):
+    """The run config: file (or the saved one on --resume, or the defaults) + flags + --set."""
+    from . import config as cfg
+
+    if args.config:
+        base = cfg.load(args.config)
+    elif args.resume and args.out is not None and (args.out / "config.toml").is_file():
+        base = cfg.load(args.out / "config.toml")
+    else:
+        base = cfg.RunConfig()
+    overrides = [cfg.parse_override(item) for item in args.set]
+    for attr, key in FLAG_KEYS.items():
+        value = getattr(args, attr)
+        if value is not None:
+            overrides.append((key.split("."), value))
+    return cfg.with_overrides(base, overrides)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    config = resolve_config(args)
+    if args.print_config:
+        print(config.to_toml(), end="")
+        return 0
+    from .simulate import simulate
+
+    simulate(config, args.out, force=args.force, resume=args.resume, progress=not args.no_progress)
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from . import data
+
+    if args.data_command == "list":
+        rows = data.describe(args.data_dir)
+        width = max(len(n) for n, _ in rows)
+        for name, status in rows:
+            print(f"{name:<{width}}  {status}")
+        return 0
+    print(data.check(args.name, args.data_dir, download=not args.no_download))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import CtspError
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "simulate":
+            return _simulate(args)
+        if args.command == "data":
+            return _data(args)
+        if args.command == "configs":
+            from .config import bundled_names
+
+            print("\n".join(bundled_names()))
+            return 0
+        parser.print_help()
+        return 2
+    except CtspError as e:
+        print(f"ctsp: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("ctsp: interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

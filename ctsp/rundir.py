@@ -1,0 +1,76 @@
+"""Run directories and atomic writes.
+
+A run directory holds ``config.toml`` (the resolved, rerunnable config), ``metrics.nc``,
+``checkpoint.pt`` (the last completed epoch) and ``best.pt`` (the best model so far). Every file
+is written to a temporary file in the same directory and renamed into place, so an interrupted
+write never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .errors import RunDirError
+
+RUNS_ROOT = Path("runs")
+RUN_FILES = ("config.toml", "metrics.nc", "checkpoint.pt", "best.pt")
+
+
+def default_path(name: str, root: Path = RUNS_ROOT) -> Path:
+    """runs/<UTC timestamp>-<name>."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return root / f"{stamp}-{name}"
+
+
+def prepare(out: Path | None, name: str, *, force: bool = False, resume: bool = False) -> Path:
+    """Create (or reopen, with ``resume``) a run directory.
+
+    An existing non-empty directory is refused unless ``force`` (its run files are removed) or
+    ``resume`` (it must hold a checkpoint).
+    """
+    path = Path(out) if out is not None else default_path(name)
+    if resume:
+        if out is None:
+            raise RunDirError("--resume needs --out DIR naming the run to continue")
+        if not (path / "checkpoint.pt").is_file():
+            raise RunDirError(f"cannot resume {path}: no checkpoint.pt there")
+        return path
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"output path {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        if not force:
+            raise RunDirError(
+                f"output directory {path} exists and is not empty; "
+                "use --force to overwrite or --resume to continue it"
+            )
+        for f in RUN_FILES:
+            (path / f).unlink(missing_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"cannot create output directory {path}: {e.strerror}") from None
+    return path
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``.
+
+    On any failure the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))

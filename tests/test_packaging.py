@@ -1,0 +1,46 @@
+"""environment.yml lists the same dependencies as pyproject.toml."""
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDA_NAMES = {"pytorch": "torch"}
+
+
+def _split(spec: str) -> tuple[str, str]:
+    name, version = re.match(r"([A-Za-z0-9_.\-]+)\s*(.*)", spec.strip()).groups()
+    return CONDA_NAMES.get(name.lower(), name.lower()), version.replace(" ", "")
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = dict(
+        _split(s) for s in project["dependencies"] + project["optional-dependencies"]["test"]
+    )
+    listed = {}
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        m = re.match(r"\s+-\s+([^#\s].*)$", line)
+        if m and not m.group(1).startswith(("python", "pip")):
+            name, version = _split(m.group(1))
+            listed[name] = version
+    assert listed == wanted
+
+
+def test_layout_requested_by_the_user():
+    for folder in ("ctsp", "models", "analysis", "figures", "tests", "benchmarks", "docs"):
+        assert (ROOT / folder).is_dir(), folder
+    assert (ROOT / "environment.yml").is_file()
+
+
+def test_ruff_passes():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", str(ROOT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
