@@ -1,0 +1,94 @@
+"""The vector field of Eq. 13 for a network of rate populations.
+
+For every neuron j (paper Eq. 13)::
+
+    ds_j/dt = rho'(s_j) * ( sum_{i->j} w_ij rho(s_i) + sum_{i in O -> j in I} w_ij rho(s_i) + b_j )
+              - s_j / r_j - beta * (s_j - d_j) [j in O only]
+
+The first sum runs over the feed-forward projections (and the input projection, whose constant
+current W_in x + b_1 is computed once per phase and passed in as ``input_current``), the second over
+the loop-back projection from the output O to the input-receiving population I. Nudging acts on
+the output population only. Time is in units of the neuron time constant r.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def eq13(
+    net,
+    state: Tensor,
+    input_current: Tensor,
+    beta: float | Tensor = 0.0,
+    target: Tensor | None = None,
+) -> Tensor:
+    """ds/dt of Eq. 13 — a pure function of (state, input, beta, target).
+
+    Args:
+        net: a network with ``populations`` (column slices of the flat state), ``edges``
+            (src -> dst projections; src -1 is the input), ``projections``, ``biases``, ``tau``
+            (per-neuron time constants, (N,)) and ``neuron`` (rho, rho').
+        state: s, (B, N).
+        input_current: W_in x + b_1, (B, n_1).
+        beta: nudging strength; a float or a (B, 1) tensor (per-sample sign, e.g. for ±beta).
+        target: d, one-hot target rates (B, n_out); needed when beta is not zero.
+
+    Returns:
+        ds/dt, (B, N).
+    """
+    pops = net.populations
+    rates = net.neuron.rho(state)
+    current = torch.empty_like(state)
+    for k, p in enumerate(pops):
+        current[:, p] = input_current if k == 0 else net.biases[k]
+    for e in net.edges:
+        if e.src >= 0:
+            current[:, pops[e.dst]] += net.projections[e.name](rates[:, pops[e.src]])
+    dsdt = net.neuron.rho_prime(state) * current - state / net.tau
+    if target is not None and not (isinstance(beta, float) and beta == 0.0):
+        out = pops[-1]
+        dsdt[:, out] -= beta * (state[:, out] - target)
+    return dsdt
+
+
+class Field:
+    """Eq. 13 bound to one phase (network, input current, beta, target): a callable f(t, s).
+
+    Counts its evaluations in ``nfe``. Also keeps states inside the rate function's bounds: as
+    torchdiffeq's ``callback_step`` it projects the state onto the bounds before every step of a
+    fixed-grid method (projected Euler: s <- clip(s + eps f(s), 0, 1) for the hard sigmoid).
+    """
+
+    def __init__(
+        self, net, input_current: Tensor, beta: float | Tensor = 0.0, target: Tensor | None = None
+    ) -> None:
+        self.net, self.input_current, self.beta, self.target = net, input_current, beta, target
+        self.bounds = net.neuron.fn.bounds
+        self.nfe = 0
+
+    def __call__(self, t: Tensor, state: Tensor) -> Tensor:
+        self.nfe += 1
+        return eq13(self.net, state, self.input_current, self.beta, self.target)
+
+    def project_(self, state: Tensor) -> Tensor:
+        """Clip the state onto the bounds in place (no-op for unbounded rate functions)."""
+        if self.bounds is not None:
+            state.clamp_(*self.bounds)
+        return state
+
+    def callback_step(self, t0: Tensor, state: Tensor, dt: Tensor) -> None:
+        self.project_(state)
+
+    def residual(self, state: Tensor) -> Tensor:
+        """Per-sample residual max_j |ds_j/dt| of the projected field, (B,).
+
+        At a bound, the component that pushes outward is not motion (the state stays on the bound),
+        so it does not count.
+        """
+        f = self(torch.zeros((), device=state.device), state)
+        if self.bounds is not None:
+            lo, hi = self.bounds
+            f = torch.where(((state <= lo) & (f < 0)) | ((state >= hi) & (f > 0)), 0.0, f)
+        return f.abs().amax(1)

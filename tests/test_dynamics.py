@@ -1,0 +1,190 @@
+"""Eq. 13 vector field against a hand-computed example; solvers against scipy's solve_ivp."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import solve_ivp
+
+from ctsp.dynamics import Field, eq13
+from ctsp.errors import ConfigError
+from ctsp.layers import RATE_FUNCTIONS, Conv2d, Linear, rate_function
+from ctsp.solver import METHODS, relax
+from models import LoopNetwork
+
+
+def tiny_net(rate="hard_sigmoid", loop="learned"):
+    """Input 2 -> h 2 -> out 2, loop out -> h, with hand-set weights."""
+    net = LoopNetwork([2, 2, 2], loop=loop, rate=rate).double()
+    t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    with torch.no_grad():
+        net.projections["input"].weight.copy_(t([[1.0, -1.0], [0.5, 2.0]]))
+        net.projections["ff1"].weight.copy_(t([[2.0, 0.0], [-1.0, 1.0]]))
+        if loop != "none":
+            net.projections["loop"].weight.copy_(t([[0.5, 0.0], [0.0, -1.0]]))
+        net.biases[0].copy_(t([0.1, 0.0]))
+        net.biases[1].copy_(t([0.0, -0.2]))
+    return net
+
+
+def test_eq13_hand_computed():
+    net = tiny_net()
+    x = torch.tensor([[0.2, 0.4]], dtype=torch.float64)
+    s = torch.tensor(
+        [[0.5, 1.5, 0.3, -0.2]], dtype=torch.float64
+    )  # h = (0.5, 1.5), o = (0.3, -0.2)
+    d = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    # by hand: rho(h) = (0.5, 1), rho(o) = (0.3, 0); rho'(h) = (1, 0); rho'(o) = (1, 0)
+    # input current: W_in x + b1 = (0.2 - 0.4 + 0.1, 0.1 + 0.8) = (-0.1, 0.9)
+    # h current: (-0.1 + 0.5*0.3, 0.9 - 1*0) = (0.05, 0.9); ds_h = (1*0.05 - 0.5, 0*0.9 - 1.5)
+    # o current: (2*0.5 + 0, -0.5 + 1 - 0.2) = (1.0, 0.3);
+    # ds_o = (1*1.0 - 0.3, 0*0.3 + 0.2) - beta (o - d) with beta = 0.5: -(0.15, -0.6)
+    expected = torch.tensor([[0.05 - 0.5, -1.5, 0.7 - 0.15, 0.2 + 0.6]], dtype=torch.float64)
+    got = eq13(net, s, net.input_current(x), 0.5, d)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    # beta = 0: no nudging; the target is ignored
+    free = eq13(net, s, net.input_current(x), 0.0, d)
+    torch.testing.assert_close(free[:, 2:], torch.tensor([[0.7, 0.2]], dtype=torch.float64))
+
+
+def test_nudging_only_on_output_and_per_sample_beta():
+    net = tiny_net()
+    x = torch.rand(3, 2, dtype=torch.float64)
+    s = torch.rand(3, 4, dtype=torch.float64)
+    d = torch.eye(2, dtype=torch.float64)[[0, 1, 0]]
+    cur = net.input_current(x)
+    f0 = eq13(net, s, cur)
+    beta = torch.tensor([[0.5], [-0.5], [1.0]], dtype=torch.float64)
+    fb = eq13(net, s, cur, beta, d)
+    torch.testing.assert_close(fb[:, :2], f0[:, :2])
+    torch.testing.assert_close(fb[:, 2:], f0[:, 2:] - beta * (s[:, 2:] - d))
+
+
+def test_loop_none_removes_feedback():
+    a, b = tiny_net(loop="learned"), tiny_net(loop="none")
+    s = torch.rand(4, 4, dtype=torch.float64)
+    x = torch.rand(4, 2, dtype=torch.float64)
+    diff = eq13(a, s, a.input_current(x)) - eq13(b, s, b.input_current(x))
+    loop = a.projections["loop"](a.neuron.rho(s[:, 2:])) * a.neuron.rho_prime(s[:, :2])
+    torch.testing.assert_close(diff[:, :2], loop)
+    assert float(diff[:, 2:].abs().max()) == 0.0
+
+
+def _scipy_reference(net, x, s0, beta, d, t_end, times):
+    cur = net.input_current(x)
+
+    def f(t, y):
+        s = torch.from_numpy(y).reshape(s0.shape)
+        return eq13(net, s, cur, beta, d).reshape(-1).numpy()
+
+    sol = solve_ivp(
+        f, (0, t_end), s0.reshape(-1).numpy(), t_eval=times, rtol=1e-10, atol=1e-12, method="DOP853"
+    )
+    return sol.y.T.reshape(len(times), *s0.shape)
+
+
+@pytest.mark.parametrize(
+    "method, step, tol", [("euler", 0.001, 5e-3), ("rk4", 0.05, 1e-6), ("dopri5", 0.1, 1e-5)]
+)
+def test_solvers_agree_with_solve_ivp(method, step, tol):
+    """A small sigmoid loop network (smooth field, no bounds): the trajectory on a grid agrees
+    with scipy's DOP853 at rtol 1e-10 within ``tol`` (max abs; Euler's error is O(step))."""
+    torch.manual_seed(0)
+    net = LoopNetwork([5, 4, 3, 2], rate="sigmoid").double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 1.0)
+    x = torch.rand(3, 5, dtype=torch.float64)
+    s0 = torch.randn(3, net.n_state, dtype=torch.float64)
+    d = torch.eye(2, dtype=torch.float64)[[0, 1, 1]]
+    field = Field(net, net.input_current(x), 0.7, d)
+    out = relax(
+        field,
+        s0,
+        4.0,
+        method=method,
+        step=step,
+        rtol=1e-8,
+        atol=1e-10,
+        record_every=int(round(0.5 / step)) if method != "dopri5" else 5,
+    )
+    ref = _scipy_reference(net, x, s0, 0.7, d, 4.0, out.times.numpy())
+    err = np.abs(out.trajectory.numpy() - ref).max()
+    assert err < tol, f"{method}: max abs deviation {err:.2e} from solve_ivp"
+    np.testing.assert_allclose(out.state.numpy(), ref[-1], atol=tol)
+
+
+def test_projected_euler_matches_hand_loop_and_stays_in_bounds():
+    torch.manual_seed(1)
+    net = LoopNetwork([6, 5, 4], rate="hard_sigmoid").double()
+    x = torch.rand(2, 6, dtype=torch.float64) * 3
+    field = Field(net, net.input_current(x))
+    out = relax(field, net.zero_state(2), 3.0, method="euler", step=0.25)
+    s = net.zero_state(2)
+    for _ in range(12):
+        s = (s + 0.25 * eq13(net, s, net.input_current(x))).clamp(0, 1)
+    torch.testing.assert_close(out.state, s, rtol=0, atol=1e-12)
+    assert out.stats.steps == 12 and out.stats.nfe == 13  # 12 steps + the final residual
+    assert float(out.state.min()) >= 0 and float(out.state.max()) <= 1
+
+
+def test_steady_state_stop_and_stats():
+    torch.manual_seed(2)
+    net = LoopNetwork([6, 8, 3])
+    x = torch.rand(4, 6)
+    fixed = relax(Field(net, net.input_current(x)), net.zero_state(4), 40.0)
+    early = relax(
+        Field(net, net.input_current(x)), net.zero_state(4), 40.0, tol=1e-4, check_every=2
+    )
+    assert early.stats.converged and early.stats.residual < 1e-4
+    assert early.stats.steps < fixed.stats.steps == 80
+    torch.testing.assert_close(early.state, fixed.state, atol=1e-3, rtol=0)
+    assert not fixed.stats.converged  # no tolerance set: never reported as converged
+
+
+def test_trajectory_last_point_is_final_state():
+    net = LoopNetwork([6, 8, 3])
+    x = torch.rand(2, 6)
+    out = relax(Field(net, net.input_current(x)), net.zero_state(2), 5.0, record_every=3)
+    assert out.trajectory.shape[1:] == (2, net.n_state)
+    assert float(out.times[-1]) == pytest.approx(5.0)
+    torch.testing.assert_close(out.trajectory[-1], out.state, rtol=0, atol=0)
+    assert out.residuals.shape == (len(out.times), 2)
+
+
+def test_unknown_names_are_rejected_with_the_list():
+    with pytest.raises(ConfigError, match=r"unknown solver 'foo'; valid: euler"):
+        relax(
+            Field(tiny_net(), torch.zeros(1, 2, dtype=torch.float64)),
+            torch.zeros(1, 4, dtype=torch.float64),
+            1.0,
+            method="foo",
+        )
+    with pytest.raises(ConfigError, match="unknown rate function 'tanh'"):
+        rate_function("tanh")
+    assert "dopri5" in METHODS and set(RATE_FUNCTIONS) == {"hard_sigmoid", "sigmoid"}
+
+
+def test_rate_functions():
+    s = torch.tensor([-0.5, 0.0, 0.3, 1.0, 1.5])
+    hs = rate_function("hard_sigmoid")
+    torch.testing.assert_close(hs.rho(s), torch.tensor([0.0, 0.0, 0.3, 1.0, 1.0]))
+    torch.testing.assert_close(hs.rho_prime(s), torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0]))
+    sg = rate_function("sigmoid")
+    s = torch.linspace(-3, 3, 7, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(sg.rho(s).sum(), s)
+    torch.testing.assert_close(sg.rho_prime(s.detach()), g)
+
+
+def test_projections_and_glorot_init():
+    torch.manual_seed(0)
+    lin = Linear(300, 200)
+    bound = (6 / 500) ** 0.5
+    assert lin.weight.shape == (200, 300) and float(lin.weight.abs().max()) <= bound
+    assert float(lin.weight.abs().max()) > 0.95 * bound
+    r = torch.rand(3, 300)
+    torch.testing.assert_close(lin(r), r @ lin.weight.T)
+    conv = Conv2d(2, 4, 3, padding=1)
+    img = torch.rand(1, 2, 5, 5)
+    torch.testing.assert_close(conv(img), torch.nn.functional.conv2d(img, conv.weight, padding=1))
+    net = LoopNetwork([4, 3, 2])
+    assert all(float(b.abs().max()) == 0 for b in net.biases)
