@@ -1,0 +1,361 @@
+"""The continuous-time sigprop run: free and clamped relaxations, CHL updates, epochs.
+
+For every minibatch (paper Sec. V, Fig. 2c):
+
+1. free phase: relax Eq. 13 with beta = 0 from zeros (or the example's persistent state) to s^0;
+2. clamped phase: from s^0, relax with the output nudged towards the one-hot target d by beta
+   (optionally a random sign per minibatch, or symmetric ±beta) to s^beta;
+3. update every trained projection i -> j, the loop-back included, by Eq. 14:
+   dW = lr / (beta * B) * (rho(s_j^beta) - rho(s_j^0)).T @ rho(s_i^0), biases likewise.
+
+Evaluation runs the free phase alone and predicts argmax of the output rates. Each epoch appends to
+``metrics.nc``, writes ``checkpoint.pt`` atomically, and keeps the best model in ``best.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor
+
+from . import data as datasets
+from .config import RunConfig, loads
+from .dynamics import Field
+from .errors import ConfigError, CtspError, DivergenceError, RunDirError
+from .layers import CHL
+from .rundir import atomic_write, prepare, write_text
+from .solver import relax
+
+RESUMABLE_KEYS = ("train.epochs", "device")  # keys a resumed run may change
+
+
+@dataclass(frozen=True)
+class PhaseStats:
+    """Mean steps and function evaluations per minibatch of one phase, and the converged share."""
+
+    steps: float
+    nfe: float
+    converged: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`simulate` returns: the run directory, the metrics and the trained network."""
+
+    path: Path
+    metrics: xr.Dataset
+    network: torch.nn.Module
+
+    @property
+    def final_test_error(self) -> float:
+        return float(self.metrics.test_error[-1])
+
+    @property
+    def best_test_error(self) -> float:
+        return float(self.metrics.test_error.min())
+
+
+def build_network(config: RunConfig):
+    """The loop network of ``config.network``, seeded by ``config.seed`` (float32, on CPU)."""
+    from models import LoopNetwork
+
+    torch.manual_seed(config.seed)
+    n = config.network
+    return LoopNetwork(n.sizes, loop=n.loop, rate=n.rate, tau=n.tau)
+
+
+def check_sizes(config: RunConfig, data: datasets.Dataset) -> None:
+    sizes = list(config.network.sizes)
+    if sizes[0] != data.n_features or sizes[-1] != data.classes:
+        raise ConfigError(
+            f"network.sizes {sizes} do not match dataset {data.name}: it has "
+            f"{data.n_features} input features ({'x'.join(map(str, data.image_shape))}) and "
+            f"{data.classes} classes, so sizes must be [{data.n_features}, ..., {data.classes}]"
+        )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CtspError(f"device {name!r} requested but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+class Trainer:
+    """Runs the phases and updates of one network; no files, no printing (see :func:`simulate`)."""
+
+    def __init__(self, net, config: RunConfig, device: torch.device, n_train: int) -> None:
+        self.net, self.config, self.device = net, config, device
+        self.rule = CHL(config.train.chl_backend)
+        lrs = list(config.train.lr) + [config.train.loop_lr]
+        self.lr = {e.name: lrs[min(i, len(lrs) - 1)] for i, e in enumerate(net.edges)}
+        self.persistent = net.zero_state(n_train) if config.train.persistent else None
+
+    def relax_phase(self, x_current: Tensor, s0: Tensor, beta, target, duration: float):
+        s = self.config.solver
+        field = Field(self.net, x_current, beta, target)
+        return relax(
+            field,
+            s0,
+            duration,
+            method=s.method,
+            step=s.step,
+            tol=s.tol,
+            check_every=s.check_every,
+            rtol=s.rtol,
+            atol=s.atol,
+        )
+
+    def free_phase(self, x: Tensor, s0: Tensor | None = None):
+        s0 = self.net.zero_state(x.shape[0]) if s0 is None else s0
+        current = self.net.input_current(x)
+        return current, self.relax_phase(current, s0, 0.0, None, self.config.solver.free_duration)
+
+    def train_batch(self, x: Tensor, y: Tensor, idx: Tensor, sign: float):
+        """One free phase, one clamped phase and the CHL update; returns (errors, free, clamped)."""
+        net, tc = self.net, self.config.train
+        s0 = self.persistent[idx] if self.persistent is not None else None
+        current, free = self.free_phase(x, s0)
+        if self.persistent is not None:
+            self.persistent[idx] = free.state
+        target = torch.nn.functional.one_hot(y, net.sizes[-1]).to(x.dtype)
+        beta = tc.beta * sign
+        dur = self.config.solver.clamped_duration
+        if tc.symmetric:  # +beta and -beta as one batch of 2B; update from their difference
+            b = x.shape[0]
+            betas = torch.cat([x.new_full((b, 1), beta), x.new_full((b, 1), -beta)])
+            clamped = self.relax_phase(
+                current.repeat(2, 1), free.state.repeat(2, 1), betas, target.repeat(2, 1), dur
+            )
+            nudged, base, beta_eff = clamped.state[:b], clamped.state[b:], 2 * beta
+        else:
+            clamped = self.relax_phase(current, free.state, beta, target, dur)
+            nudged, base, beta_eff = clamped.state, free.state, beta
+        check_finite(free.state, clamped.state)
+        rho = net.neuron.rho
+        r0, r_base, r_nudged = rho(free.state), rho(base), rho(nudged)
+        pops = net.populations
+        for e in net.edges:
+            proj, lr = net.projections[e.name], self.lr[e.name]
+            if not proj.trainable or lr == 0:
+                continue
+            pre = x.flatten(1) if e.src < 0 else r0[:, pops[e.src]]
+            dst = pops[e.dst]
+            bias = net.biases[e.dst] if e.owns_bias else None
+            self.rule.apply(
+                proj.weight,
+                bias,
+                pre,
+                r_base[:, dst].contiguous(),
+                r_nudged[:, dst].contiguous(),
+                lr,
+                beta_eff,
+            )
+        errors = int((net.predict(free.state) != y).sum())
+        return errors, free.stats, clamped.stats
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor) -> tuple[float, PhaseStats]:
+        """Test error (fraction) of the free phase from zeros, and its mean statistics."""
+        bs = self.config.train.eval_batch_size
+        wrong, stats = 0, []
+        for i in range(0, x.shape[0], bs):
+            xb = x[i : i + bs].to(self.device)
+            _, free = self.free_phase(xb)
+            check_finite(free.state)
+            wrong += int((self.net.predict(free.state).cpu() != y[i : i + bs]).sum())
+            stats.append(free.stats)
+        return wrong / max(x.shape[0], 1), mean_stats(stats)
+
+
+def mean_stats(stats) -> PhaseStats:
+    if not stats:
+        return PhaseStats(0.0, 0.0, 0.0)
+    return PhaseStats(
+        float(np.mean([s.steps for s in stats])),
+        float(np.mean([s.nfe for s in stats])),
+        float(np.mean([s.converged for s in stats])),
+    )
+
+
+def check_finite(*tensors: Tensor) -> None:
+    for t in tensors:
+        if not bool(torch.isfinite(t).all()):
+            raise DivergenceError("the simulation diverged: NaN or Inf in the network state")
+
+
+def metrics_dataset(rows: list[dict], config: RunConfig) -> xr.Dataset:
+    """Per-epoch metrics as an xarray Dataset with dimension ``epoch`` (errors as fractions)."""
+    epochs = [r["epoch"] for r in rows]
+    names = [k for k in rows[0] if k != "epoch"] if rows else []
+    ds = xr.Dataset(
+        {k: ("epoch", np.array([r[k] for r in rows], dtype=float)) for k in names},
+        coords={"epoch": np.array(epochs, dtype=np.int64)},
+    )
+    units = {"seconds": "s", "steps": "solver steps per minibatch", "error": "fraction"}
+    for k in names:
+        ds[k].attrs["units"] = next((u for s, u in units.items() if s in k), "")
+    ds.attrs["config"] = json.dumps(config.to_dict())
+    ds.attrs["title"] = f"ctsp simulate: {config.name}"
+    return ds
+
+
+def save_netcdf(ds: xr.Dataset, path: Path) -> None:
+    atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
+
+
+def save_torch(obj, path: Path) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def simulate(
+    config: RunConfig,
+    out: str | Path | None = None,
+    *,
+    force: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    log=None,
+) -> RunResult:
+    """Train the continuous-time sigprop loop network of ``config`` and write its run directory.
+
+    Args:
+        config: the resolved run configuration.
+        out: run directory (default runs/<UTC timestamp>-<name>).
+        force: overwrite an existing non-empty run directory.
+        resume: continue the run in ``out`` from its checkpoint (the config may differ from the
+            saved one only in ``train.epochs`` and ``device``).
+        progress: show a progress bar within each epoch (stderr).
+        log: callable receiving one summary line per epoch (default: print to stdout).
+    """
+    log = log or (lambda line: print(line, flush=True))
+    device = resolve_device(config.device)
+    data = datasets.load(
+        config.data.name,
+        data_dir=config.data.dir or None,
+        validation=config.data.validation,
+        seed=config.seed,
+    )
+    check_sizes(config, data)
+    path = prepare(Path(out) if out is not None else None, config.name, force=force, resume=resume)
+    net = build_network(config).to(device)
+    rows: list[dict] = []
+    best = {"error": float("inf"), "epoch": -1}
+    trainer = Trainer(net, config, device, data.train_x.shape[0])
+    if resume:
+        ckpt = load_checkpoint(path, config)
+        net.load_state_dict(ckpt["model"])
+        rows, best = ckpt["rows"], ckpt["best"]
+        if trainer.persistent is not None:
+            trainer.persistent.copy_(ckpt["persistent"])
+    write_text(path / "config.toml", config.to_toml())
+    select = "val_error" if data.val_x.shape[0] else "test_error"
+    tc = config.train
+    n = data.train_x.shape[0]
+    for epoch in range(len(rows), tc.epochs):
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=gen)
+        batches = list(perm.split(tc.batch_size))
+        if tc.beta_sign == "random":
+            signs = (torch.randint(0, 2, (len(batches),), generator=gen) * 2 - 1).tolist()
+        else:
+            signs = [1] * len(batches)
+        bar = _progress(len(batches), f"epoch {epoch + 1}/{tc.epochs}", progress)
+        wrong, free_stats, clamped_stats = 0, [], []
+        try:
+            with torch.no_grad():
+                for k, (idx, sign) in enumerate(zip(batches, signs, strict=True)):
+                    x = data.train_x[idx].to(device)
+                    y = data.train_y[idx].to(device)
+                    w, fs, cs = trainer.train_batch(x, y, idx.to(device), float(sign))
+                    wrong += w
+                    free_stats.append(fs)
+                    clamped_stats.append(cs)
+                    if bar is not None:
+                        bar.update(1)
+                        if k % 20 == 0:
+                            bar.set_postfix_str(
+                                f"train err {wrong / (idx.shape[0] + k * tc.batch_size):.3f}"
+                            )
+                check_finite(*[p for p in net.parameters()])
+        except DivergenceError as e:
+            raise DivergenceError(
+                f"{e} at epoch {epoch + 1}; the last good checkpoint is kept in {path}"
+            ) from None
+        finally:
+            if bar is not None:
+                bar.close()
+        train_seconds = time.perf_counter() - t0
+        test_error, test_stats = trainer.evaluate(data.test_x, data.test_y)
+        row = {"epoch": epoch + 1, "train_error": wrong / n, "test_error": test_error}
+        if data.val_x.shape[0]:
+            row["val_error"] = trainer.evaluate(data.val_x, data.val_y)[0]
+        fs, cs = mean_stats(free_stats), mean_stats(clamped_stats)
+        row.update(
+            epoch_seconds=time.perf_counter() - t0,
+            train_seconds=train_seconds,
+            free_steps=fs.steps,
+            clamped_steps=cs.steps,
+            free_nfe=fs.nfe,
+            clamped_nfe=cs.nfe,
+            free_converged=fs.converged,
+            test_free_steps=test_stats.steps,
+        )
+        rows.append(row)
+        if row[select] < best["error"]:
+            best = {"error": row[select], "epoch": epoch + 1, "test_error": test_error}
+            save_torch({"model": net.state_dict(), **best}, path / "best.pt")
+        metrics = metrics_dataset(rows, config)
+        save_netcdf(metrics, path / "metrics.nc")
+        save_torch(
+            {
+                "model": net.state_dict(),
+                "rows": rows,
+                "best": best,
+                "config": config.to_toml(),
+                "persistent": trainer.persistent,
+            },
+            path / "checkpoint.pt",
+        )
+        log(
+            f"epoch {epoch + 1:>3}/{tc.epochs}  train {row['train_error']:.2%}  "
+            f"test {test_error:.2%}"
+            + (f"  val {row['val_error']:.2%}" if "val_error" in row else "")
+            + f"  steps free {fs.steps:.0f} clamped {cs.steps:.0f}  {row['epoch_seconds']:.1f} s"
+        )
+    metrics = metrics_dataset(rows, config)
+    log(
+        f"final test error {rows[-1]['test_error']:.2%} (epoch {rows[-1]['epoch']}); "
+        f"best {best['test_error']:.2%} (epoch {best['epoch']}, by {select}); run in {path}"
+    )
+    return RunResult(path, metrics, net)
+
+
+def load_checkpoint(path: Path, config: RunConfig) -> dict:
+    """Read ``checkpoint.pt`` and refuse a config that differs beyond ``RESUMABLE_KEYS``."""
+    try:
+        ckpt = torch.load(path / "checkpoint.pt", map_location=config.device, weights_only=False)
+        saved = loads(ckpt["config"], str(path / "checkpoint.pt"))
+    except (OSError, RuntimeError, KeyError, EOFError) as e:
+        raise RunDirError(f"cannot read checkpoint {path / 'checkpoint.pt'}: {e}") from None
+    differ = [k for k in config.diff(saved) if k not in RESUMABLE_KEYS]
+    if differ:
+        raise RunDirError(
+            f"cannot resume {path}: the config differs from the saved run in {', '.join(differ)}"
+        )
+    return ckpt
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)

@@ -1,0 +1,111 @@
+"""The command line: exit codes and one-line messages."""
+
+import subprocess
+import sys
+
+import pytest
+
+from ctsp import __version__
+from ctsp.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_and_version():
+    for argv in (["--help"], ["simulate", "--help"], ["data", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+    proc = subprocess.run(
+        [sys.executable, "-m", "ctsp", "--version"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == f"ctsp {__version__}"
+
+
+@pytest.mark.parametrize(
+    "argv, code, message",
+    [
+        (["simulate", "--dataset", "imagenet"], 2, "unknown dataset 'imagenet'; valid: digits"),
+        (["simulate", "--solver", "leapfrog"], 2, "unknown solver 'leapfrog'; valid: euler"),
+        (["simulate", "--set", "train.lrr=1"], 2, "unknown config key 'train.lrr'"),
+        (["simulate", "--set", "network.rate=relu"], 2, "unknown rate function 'relu'"),
+        (["simulate", "--epochs", "0"], 2, "invalid value for train.epochs: 0"),
+        (["simulate", "--dataset", "fashion-mnist"], 2, "do not match dataset fashion-mnist"),
+        (["simulate", "nope.toml"], 2, "neither a file nor a bundled config"),
+        (["simulate", "--device", "cuda"], 1, "CUDA is not available"),
+        (["data", "check", "imagenet"], 2, "unknown dataset 'imagenet'"),
+    ],
+)
+def test_bad_input_one_line_and_exit_code(capsys, argv, code, message, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    got, out, err = run(capsys, *argv)
+    assert got == code
+    assert err.startswith("ctsp: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_simulate_writes_a_run_and_refuses_to_overwrite(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, _ = run(capsys, "simulate", "--epochs", "1", "--out", str(out), "--no-progress")
+    assert code == 0 and "epoch   1/1" in stdout and "final test error" in stdout
+    assert {"config.toml", "metrics.nc", "checkpoint.pt", "best.pt"} <= {
+        p.name for p in out.iterdir()
+    }
+    code, _, err = run(capsys, "simulate", "--epochs", "1", "--out", str(out))
+    assert code == 2 and "exists and is not empty; use --force" in err
+    code, _, err = run(capsys, "simulate", "--out", str(out), "--resume", "--beta", "2")
+    assert code == 2 and "differs from the saved run in train.beta" in err
+    code, stdout, _ = run(
+        capsys, "simulate", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"
+    )
+    assert code == 0 and "epoch   2/2" in stdout and "epoch   1/" not in stdout
+
+
+def test_divergence_exits_1(capsys, tmp_path):
+    """Euler with step 5 on the unbounded sigmoid model is unstable (|1 - 5| > 1): it blows up."""
+    code, _, err = run(
+        capsys,
+        "simulate",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "r"),
+        "--set",
+        "network.rate=sigmoid",
+        "--set",
+        "solver.step=5.0",
+        "--set",
+        "solver.free_duration=2000.0",
+        "--no-progress",
+    )
+    assert code == 1 and "diverged" in err and err.count("\n") == 1
+
+
+def test_print_config_is_rerunnable(capsys, tmp_path):
+    code, text, _ = run(capsys, "simulate", "fmnist-2x1500", "--epochs", "3", "--print-config")
+    assert code == 0 and "epochs = 3" in text
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    code, again, _ = run(capsys, "simulate", str(path), "--print-config")
+    assert again == text
+
+
+def test_data_list_and_check(capsys):
+    code, out, _ = run(capsys, "data", "list")
+    assert code == 0
+    assert "fashion-mnist  found in /usr/share/datasets/fashion-mnist" in out
+    assert "digits" in out and "embedded" in out
+    code, out, _ = run(capsys, "data", "check", "fashion-mnist", "--no-download")
+    assert code == 0 and "train 60000, test 10000" in out
+
+
+def test_configs_lists_the_paper_networks(capsys):
+    code, out, _ = run(capsys, "configs")
+    assert code == 0 and {"fmnist-2x1500", "fmnist-3x1500", "mnist-2x1500", "mnist-3x1500"} <= set(
+        out.split()
+    )

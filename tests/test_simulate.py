@@ -1,0 +1,105 @@
+"""Training on digits: learning, determinism, resume, divergence, run directory."""
+
+import pytest
+import torch
+import xarray as xr
+
+from ctsp import config as cfg
+from ctsp.errors import ConfigError, DivergenceError, RunDirError
+from ctsp.simulate import Trainer, simulate
+
+
+def small(epochs=2, **train):
+    return cfg.from_dict({"train": {"epochs": epochs, **train}})
+
+
+def weights(path):
+    return torch.load(path / "checkpoint.pt", weights_only=False)["model"]
+
+
+def test_default_run_learns_digits(tmp_path):
+    """The no-argument run (`ctsp simulate`) reaches <= 4 % test error (chance is 90 %)."""
+    result = simulate(cfg.RunConfig(), tmp_path / "run", progress=False, log=lambda s: None)
+    m = result.metrics
+    assert result.final_test_error <= 0.04, m.test_error.values
+    assert float(m.test_error[0]) > result.final_test_error  # it learned during the run
+
+
+def test_learning_within_a_few_epochs_and_run_directory(tmp_path):
+    lines = []
+    result = simulate(small(3), tmp_path / "run", progress=False, log=lines.append)
+    assert result.final_test_error < 0.25  # chance: 0.9
+    m = xr.open_dataset(result.path / "metrics.nc", engine="scipy")
+    for v in ("train_error", "test_error", "epoch_seconds", "free_steps", "clamped_steps"):
+        assert m[v].dims == ("epoch",) and m[v].shape == (3,)
+    assert ((m.test_error >= 0) & (m.test_error <= 1)).all()
+    assert list(m.epoch.values) == [1, 2, 3] and float(m.free_steps[0]) == 20
+    assert cfg.load(result.path / "config.toml") == small(3)
+    assert (result.path / "best.pt").is_file()
+    assert len(lines) == 4 and lines[-1].startswith("final test error")
+    assert not [p for p in result.path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_seeded_runs_are_deterministic(tmp_path):
+    a = simulate(small(1), tmp_path / "a", progress=False, log=lambda s: None)
+    b = simulate(small(1), tmp_path / "b", progress=False, log=lambda s: None)
+    for k, v in weights(a.path).items():
+        assert torch.equal(v, weights(b.path)[k]), k
+
+
+@pytest.mark.parametrize("extra", [{}, {"persistent": True, "symmetric": True}])
+def test_resume_gives_the_same_weights(tmp_path, extra):
+    quiet = {"progress": False, "log": lambda s: None}
+    full = simulate(small(3, **extra), tmp_path / "full", **quiet)
+    simulate(small(1, **extra), tmp_path / "part", **quiet)
+    resumed = simulate(small(3, **extra), tmp_path / "part", resume=True, **quiet)
+    for k, v in weights(full.path).items():
+        assert torch.equal(v, weights(resumed.path)[k]), k
+    assert resumed.metrics.test_error.values.tolist() == full.metrics.test_error.values.tolist()
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    simulate(small(1), tmp_path / "r", progress=False, log=lambda s: None)
+    with pytest.raises(RunDirError, match=r"differs from the saved run in train\.beta, train\.lr"):
+        simulate(small(2, beta=1.0, lr=[0.2, 0.1]), tmp_path / "r", resume=True, progress=False)
+    with pytest.raises(RunDirError, match="no checkpoint.pt"):
+        simulate(small(1), tmp_path / "empty", resume=True, progress=False)
+
+
+def test_existing_output_is_refused_unless_force(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(RunDirError, match="exists and is not empty; use --force"):
+        simulate(small(1), out, progress=False)
+    simulate(small(1), out, force=True, progress=False, log=lambda s: None)
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    simulate(small(1), out, progress=False, log=lambda s: None)
+    good = weights(out)
+    original = Trainer.train_batch
+    calls = []
+
+    def poisoned(self, *args):
+        calls.append(1)
+        if len(calls) == 5:
+            self.net.projections["ff1"].weight.fill_(float("nan"))
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "train_batch", poisoned)
+    with pytest.raises(DivergenceError, match=r"diverged: NaN or Inf .* epoch 2; the last good"):
+        simulate(small(2), out, resume=True, progress=False, log=lambda s: None)
+    after = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert len(after["rows"]) == 1
+    for k, v in good.items():
+        assert torch.equal(v, after["model"][k])
+
+
+def test_sizes_must_match_the_dataset(tmp_path):
+    c = cfg.from_dict({"network": {"sizes": [784, 100, 10]}})
+    with pytest.raises(ConfigError, match=r"do not match dataset digits: it has 64 input features"):
+        simulate(c, tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
