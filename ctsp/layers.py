@@ -73,13 +73,15 @@ class RateFunction:
     """A monotone rate function rho with its derivative rho' and the state bounds it implies.
 
     ``bounds`` is (low, high) when states are kept inside an interval (hard sigmoid: [0, 1]),
-    ``None`` when states are unbounded.
+    ``None`` when states are unbounded. ``identity_within_bounds``: rho(s) = s and rho'(s) = 1
+    for states inside the bounds, so a projected state needs neither computed.
     """
 
     name: str
     rho: Callable[[Tensor], Tensor]
     rho_prime: Callable[[Tensor], Tensor]
     bounds: tuple[float, float] | None
+    identity_within_bounds: bool = False
 
 
 def _hard_sigmoid_prime(s: Tensor) -> Tensor:
@@ -94,7 +96,7 @@ def _sigmoid_prime(s: Tensor) -> Tensor:
 
 RATE_FUNCTIONS: dict[str, RateFunction] = {
     "hard_sigmoid": RateFunction(
-        "hard_sigmoid", lambda s: s.clamp(0.0, 1.0), _hard_sigmoid_prime, (0.0, 1.0)
+        "hard_sigmoid", lambda s: s.clamp(0.0, 1.0), _hard_sigmoid_prime, (0.0, 1.0), True
     ),
     "sigmoid": RateFunction("sigmoid", torch.sigmoid, _sigmoid_prime, None),
 }

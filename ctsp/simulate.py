@@ -161,6 +161,34 @@ class Trainer:
         return errors, free.stats, clamped.stats
 
     @torch.no_grad()
+    def train_epoch(self, data: datasets.Dataset, epoch: int, bar=None):
+        """One pass over the training set in minibatches.
+
+        The order and the beta signs come from a generator seeded by (seed, epoch), so a resumed
+        run repeats an uninterrupted one exactly. Returns (training errors, free-phase stats,
+        clamped-phase stats), the stats one per minibatch.
+        """
+        tc, n = self.config.train, data.train_x.shape[0]
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        batches = torch.randperm(n, generator=gen).split(tc.batch_size)
+        if tc.beta_sign == "random":
+            signs = (torch.randint(0, 2, (len(batches),), generator=gen) * 2 - 1).tolist()
+        else:
+            signs = [1] * len(batches)
+        wrong, seen, free_stats, clamped_stats = 0, 0, [], []
+        for idx, sign in zip(batches, signs, strict=True):
+            x, y = data.train_x[idx].to(self.device), data.train_y[idx].to(self.device)
+            w, fs, cs = self.train_batch(x, y, idx.to(self.device), float(sign))
+            wrong, seen = wrong + w, seen + idx.shape[0]
+            free_stats.append(fs)
+            clamped_stats.append(cs)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"train err {wrong / seen:.3f}", refresh=False)
+        check_finite(*self.net.parameters())
+        return wrong, free_stats, clamped_stats
+
+    @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor) -> tuple[float, PhaseStats]:
         """Test error (fraction) of the free phase from zeros, and its mean statistics."""
         bs = self.config.train.eval_batch_size
@@ -260,31 +288,9 @@ def simulate(
     n = data.train_x.shape[0]
     for epoch in range(len(rows), tc.epochs):
         t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        perm = torch.randperm(n, generator=gen)
-        batches = list(perm.split(tc.batch_size))
-        if tc.beta_sign == "random":
-            signs = (torch.randint(0, 2, (len(batches),), generator=gen) * 2 - 1).tolist()
-        else:
-            signs = [1] * len(batches)
-        bar = _progress(len(batches), f"epoch {epoch + 1}/{tc.epochs}", progress)
-        wrong, free_stats, clamped_stats = 0, [], []
+        bar = _progress(-(-n // tc.batch_size), f"epoch {epoch + 1}/{tc.epochs}", progress)
         try:
-            with torch.no_grad():
-                for k, (idx, sign) in enumerate(zip(batches, signs, strict=True)):
-                    x = data.train_x[idx].to(device)
-                    y = data.train_y[idx].to(device)
-                    w, fs, cs = trainer.train_batch(x, y, idx.to(device), float(sign))
-                    wrong += w
-                    free_stats.append(fs)
-                    clamped_stats.append(cs)
-                    if bar is not None:
-                        bar.update(1)
-                        if k % 20 == 0:
-                            bar.set_postfix_str(
-                                f"train err {wrong / (idx.shape[0] + k * tc.batch_size):.3f}"
-                            )
-                check_finite(*[p for p in net.parameters()])
+            wrong, free_stats, clamped_stats = trainer.train_epoch(data, epoch, bar)
         except DivergenceError as e:
             raise DivergenceError(
                 f"{e} at epoch {epoch + 1}; the last good checkpoint is kept in {path}"

@@ -107,6 +107,8 @@ def relax(
     else:
         chunk = max(n_steps, 1)
 
+    # projected Euler evaluates the field only at projected states (callback_step)
+    field.in_bounds = method == "euler" and field.bounds is not None
     state = field.project_(s0.clone())
     times, traj, res = [0.0], [state.clone()], []
     record = record_every is not None
