@@ -1,0 +1,402 @@
+r"""Contrastive Hebbian weight and bias updates (the paper's Eq. 14).
+
+For a projection from a presynaptic layer (rates ``rho(s_i)``) to a postsynaptic layer
+(rates ``rho(s_j)``), the contrastive Hebbian / equilibrium-propagation update is
+
+.. math::
+
+    \Delta W_{ji} \propto \frac{1}{\beta} \sum_b \rho(s^0_{b,i})
+        \left(\rho(s^\beta_{b,j}) - \rho(s^0_{b,j})\right),
+
+i.e. the presynaptic *free-phase* rate times the difference of the postsynaptic rate
+between the nudged phase (nudging strength ``beta``) and the free phase, summed over the
+batch index ``b``. In matrix form, with ``W`` stored like a ``torch.nn.Linear`` weight
+(shape ``(n_post, n_pre)``),
+
+``W += scale * (post_nudged - post_free).T @ pre``,   ``scale = lr / (beta * B)``,
+
+and the bias update is ``b += scale * (post_nudged - post_free).sum(0)``.
+
+Hard-sigmoid neurons that stay saturated in both phases have *exactly* zero rate
+difference; the ``"numba"`` backend skips those ``(b, j)`` pairs entirely, so its cost
+scales with the number of nonzero differences, while a dense GEMM (``"torch"``) costs the
+same whatever the sparsity. ``"auto"`` picks between them from a measured crossover
+density (see :func:`chl_update`).
+
+Public API: :func:`chl_update`, :func:`chl_bias_update`, :data:`BACKENDS`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+
+import numba
+import numpy as np
+import torch
+
+__all__ = ["BACKENDS", "chl_bias_update", "chl_update"]
+
+BACKENDS: tuple[str, ...] = ("auto", "numba", "torch")
+
+# Numba kernel dtypes (torch dtype -> numpy scalar type used for ``scale``).
+_NUMBA_DTYPES: dict[torch.dtype, type] = {torch.float32: np.float32, torch.float64: np.float64}
+
+# Densities of nonzero differences at which the numba kernel is timed during calibration.
+_CALIBRATION_DENSITIES: tuple[float, ...] = (0.0, 0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0)
+
+# Measured crossover densities, keyed by (n_post, n_pre, batch, dtype); see ``_crossover``.
+_CROSSOVER: dict[tuple[int, int, int, torch.dtype], float] = {}
+
+
+# --------------------------------------------------------------------------------------
+# numba kernel (compiled lazily on first call; ``cache=True`` keeps it across processes)
+# --------------------------------------------------------------------------------------
+
+
+@numba.njit(parallel=True, cache=True, fastmath={"contract"})
+def _chl_rows(weight, pre, diff, scale):  # pragma: no cover - runs compiled
+    """In place ``weight += scale * diff.T @ pre``, skipping ``diff[b, j] == 0``.
+
+    ``weight`` (n_post, n_pre), ``pre`` (B, n_pre), ``diff`` (B, n_post), all C-contiguous
+    and of one float dtype; ``scale`` a scalar of that dtype. Output rows ``j`` are
+    distributed over threads, so no two threads write the same row. For each row the
+    nonzero differences are first compacted (branch-free, so random zero patterns cost
+    no branch mispredictions); a row with none is not touched at all. The compacted
+    presynaptic rows are then applied eight, then four, then one at a time, so the
+    weight row is loaded and stored once per eight batch items.
+    """
+    n_post, n_pre = weight.shape
+    batch = pre.shape[0]
+    for j in numba.prange(n_post):
+        idx = np.empty(batch, dtype=np.intp)
+        coef = np.empty(batch, dtype=diff.dtype)
+        m = 0
+        for b in range(batch):
+            d = diff[b, j]
+            idx[m] = b
+            coef[m] = scale * d
+            m += d != 0
+        if m == 0:
+            continue
+        row = weight[j]
+        k = 0
+        while k + 8 <= m:
+            c0, c1, c2, c3 = coef[k], coef[k + 1], coef[k + 2], coef[k + 3]
+            c4, c5, c6, c7 = coef[k + 4], coef[k + 5], coef[k + 6], coef[k + 7]
+            p0, p1, p2, p3 = pre[idx[k]], pre[idx[k + 1]], pre[idx[k + 2]], pre[idx[k + 3]]
+            p4, p5, p6, p7 = pre[idx[k + 4]], pre[idx[k + 5]], pre[idx[k + 6]], pre[idx[k + 7]]
+            for i in range(n_pre):
+                row[i] += (
+                    c0 * p0[i]
+                    + c1 * p1[i]
+                    + c2 * p2[i]
+                    + c3 * p3[i]
+                    + c4 * p4[i]
+                    + c5 * p5[i]
+                    + c6 * p6[i]
+                    + c7 * p7[i]
+                )
+            k += 8
+        if k + 4 <= m:
+            c0, c1, c2, c3 = coef[k], coef[k + 1], coef[k + 2], coef[k + 3]
+            p0, p1, p2, p3 = pre[idx[k]], pre[idx[k + 1]], pre[idx[k + 2]], pre[idx[k + 3]]
+            for i in range(n_pre):
+                row[i] += c0 * p0[i] + c1 * p1[i] + c2 * p2[i] + c3 * p3[i]
+            k += 4
+        while k < m:
+            c0 = coef[k]
+            p0 = pre[idx[k]]
+            for i in range(n_pre):
+                row[i] += c0 * p0[i]
+            k += 1
+
+
+def _numba_apply(weight: torch.Tensor, pre: torch.Tensor, diff: torch.Tensor, scale: float):
+    """Run the numba kernel on the tensors' numpy views; the update lands in ``weight``.
+
+    Contiguous CPU float32/float64 tensors are used zero-copy; a non-contiguous ``weight``
+    is updated through a contiguous copy that is copied back.
+    """
+    work = weight if weight.is_contiguous() else weight.contiguous()
+    w_np = work.detach().numpy()
+    pre_np = pre.detach().contiguous().numpy()
+    diff_np = diff.detach().contiguous().numpy()
+    _chl_rows(w_np, pre_np, diff_np, _NUMBA_DTYPES[weight.dtype](scale))
+    if work is not weight:
+        with torch.no_grad():
+            weight.copy_(work)
+
+
+def _torch_apply(weight: torch.Tensor, pre: torch.Tensor, diff: torch.Tensor, scale: float):
+    """``weight += scale * diff.T @ pre`` as one in-place ``addmm_`` (any device)."""
+    with torch.no_grad():
+        weight.addmm_(diff.T, pre, alpha=scale)
+
+
+# --------------------------------------------------------------------------------------
+# "auto": measured crossover density
+# --------------------------------------------------------------------------------------
+
+
+def _best_times(fns: list, repeats: int) -> list[float]:
+    """Fastest wall time in seconds of each of ``fns`` over ``repeats`` rounds.
+
+    Every round calls each function once, in turn (after one warm-up round), so slow
+    phases of the machine hit all of them alike; the minimum, not the median, estimates
+    each kernel's own cost and discards calls stalled by other processes on the cores.
+    """
+    for fn in fns:
+        fn()
+    best = [math.inf] * len(fns)
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return best
+
+
+def _measure_crossover(n_post: int, n_pre: int, batch: int, dtype: torch.dtype) -> float:
+    """Time both backends on scratch tensors of this shape and return the crossover density.
+
+    The torch GEMM is timed once (its cost does not depend on the values). The numba kernel
+    is timed at each density in ``_CALIBRATION_DENSITIES``, with the nonzero differences
+    scattered uniformly at random over ``(b, j)``, so that almost no weight row is skipped
+    wholesale (in trained networks saturated neurons are often zero across the whole
+    batch, which is cheaper for the kernel at the same density: the threshold errs towards
+    torch). Each time is the best of a few interleaved calls (see ``_best_times``); if the
+    kernel's times are not roughly increasing with density (a sign of interference from
+    other processes), the measurement is repeated, up to three times. The crossover is
+    where the numba time, interpolated linearly between measured densities, reaches the
+    torch time: 0.0 if numba is slower even with no work, ``inf`` if it is faster even
+    fully dense.
+    """
+    gen = torch.Generator().manual_seed(12345)
+    weight = torch.rand(n_post, n_pre, generator=gen, dtype=dtype)
+    pre = torch.rand(batch, n_pre, generator=gen, dtype=dtype)
+    diff = torch.rand(batch, n_post, generator=gen, dtype=dtype) - 0.5
+    diff[diff == 0] = 0.25
+    uniform = torch.rand(batch, n_post, generator=gen, dtype=torch.float64)
+    scale = 1e-6
+    # Fewer repeats for big shapes keeps a calibration well under a second.
+    work = 2.0 * n_post * n_pre * max(batch, 1)
+    repeats = 5 if work > 1e8 else 9
+
+    fns = [lambda: _torch_apply(weight, pre, diff, scale)]
+    for density in _CALIBRATION_DENSITIES:
+        sparse = torch.where(uniform < density, diff, torch.zeros_like(diff))
+        fns.append(lambda d=sparse: _numba_apply(weight, pre, d, scale))
+    for _attempt in range(3):
+        t_torch, *t_numba = _best_times(fns, repeats)
+        # The kernel's cost grows with density; times that fall well below those of a
+        # lower density mean calls were stalled by other processes: measure again.
+        if all(t_numba[k] >= 0.7 * max(t_numba[:k]) for k in range(1, len(t_numba))):
+            break
+
+    if t_numba[0] >= t_torch:
+        return 0.0
+    if t_numba[-1] <= t_torch:
+        return math.inf
+    dens = _CALIBRATION_DENSITIES
+    for k in range(1, len(dens)):
+        if t_numba[k] > t_torch:
+            t_lo, t_hi = t_numba[k - 1], t_numba[k]
+            frac = (t_torch - t_lo) / (t_hi - t_lo) if t_hi > t_lo else 0.0
+            return dens[k - 1] + frac * (dens[k] - dens[k - 1])
+    return math.inf  # pragma: no cover - unreachable (t_numba[-1] > t_torch here)
+
+
+def _crossover(n_post: int, n_pre: int, batch: int, dtype: torch.dtype) -> float:
+    """Crossover density for this shape and dtype, measured once per process and cached."""
+    key = (n_post, n_pre, batch, dtype)
+    if key not in _CROSSOVER:
+        _CROSSOVER[key] = _measure_crossover(n_post, n_pre, batch, dtype)
+    return _CROSSOVER[key]
+
+
+def _auto_backend(weight: torch.Tensor, diff: torch.Tensor) -> str:
+    """The backend ``"auto"`` uses for this weight and rate difference (no validation)."""
+    if weight.device.type != "cpu" or weight.dtype not in _NUMBA_DTYPES or diff.numel() == 0:
+        return "torch"
+    n_post, n_pre = weight.shape
+    batch = diff.shape[0]
+    density = torch.count_nonzero(diff).item() / diff.numel()
+    return "numba" if density < _crossover(n_post, n_pre, batch, weight.dtype) else "torch"
+
+
+# --------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------
+
+
+def _check_tensor(name: str, x: object, ndim: int) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
+    return x
+
+
+def _check_like(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    if x.dtype != ref.dtype:
+        raise ValueError(f"{name} has dtype {x.dtype} but {ref_name} has dtype {ref.dtype}")
+    if x.device != ref.device:
+        raise ValueError(f"{name} is on device {x.device} but {ref_name} is on {ref.device}")
+
+
+def _check_post(
+    ref_name: str, ref: torch.Tensor, n_post: int, post_free: object, post_nudged: object
+) -> tuple[torch.Tensor, torch.Tensor]:
+    free = _check_tensor("post_free", post_free, 2)
+    nudged = _check_tensor("post_nudged", post_nudged, 2)
+    for name, x in (("post_free", free), ("post_nudged", nudged)):
+        _check_like(name, x, ref_name, ref)
+        if x.shape[1] != n_post:
+            raise ValueError(
+                f"{name} has shape {tuple(x.shape)} but {ref_name} has shape "
+                f"{tuple(ref.shape)}: expected (B, {n_post})"
+            )
+    if nudged.shape != free.shape:
+        raise ValueError(
+            f"post_nudged has shape {tuple(nudged.shape)} but post_free has shape "
+            f"{tuple(free.shape)}"
+        )
+    return free, nudged
+
+
+def _check_scale(scale: object) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise ValueError(f"scale must be a real number, got {type(scale).__name__}")
+    return float(scale)
+
+
+# --------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------
+
+
+def chl_update(
+    weight: torch.Tensor,
+    pre: torch.Tensor,
+    post_free: torch.Tensor,
+    post_nudged: torch.Tensor,
+    scale: float,
+    backend: str = "auto",
+) -> None:
+    """Contrastive Hebbian update of one projection, in place (Eq. 14, batch-summed).
+
+    ``weight += scale * (post_nudged - post_free).T @ pre``
+
+    Args:
+        weight: ``(n_post, n_pre)`` weight, laid out like ``torch.nn.Linear.weight``.
+            Updated in place (same storage); may require grad (the update runs without
+            autograd).
+        pre: ``(B, n_pre)`` free-phase presynaptic rates ``rho(s_i^0)``.
+        post_free: ``(B, n_post)`` free-phase postsynaptic rates ``rho(s_j^0)``.
+        post_nudged: ``(B, n_post)`` nudged-phase postsynaptic rates ``rho(s_j^beta)``.
+        scale: step size; callers pass ``lr / (beta * B)``.
+        backend: one of :data:`BACKENDS`.
+
+            * ``"torch"``: one ``addmm_`` (any device, any float dtype).
+            * ``"numba"``: a parallel CPU kernel on the tensors' numpy views (zero-copy
+              for contiguous float32/float64 tensors) that skips every ``(b, j)`` with an
+              exactly zero rate difference and splits output rows over threads. CPU only.
+            * ``"auto"``: ``"torch"`` on CUDA or for dtypes other than float32/float64.
+              On CPU it computes the density ``rho`` of nonzero entries of
+              ``post_nudged - post_free`` and uses ``"numba"`` iff ``rho`` is below a
+              crossover density measured once per process for this
+              ``(n_post, n_pre, B, dtype)`` and cached: on the first such call a short
+              calibration (tens of milliseconds for the shapes of a 784-1500-1500-10
+              network) times the torch GEMM and the numba kernel (best of a few calls)
+              at densities 0, 1/32, ..., 1/2, 1 on scratch tensors and takes the density
+              where the interpolated numba time reaches the torch time (0 if numba never
+              wins, infinity if it wins even dense). Rationale: the dense GEMM's cost does
+              not depend on sparsity while the kernel's grows with the number of nonzero
+              differences, so one threshold per shape separates the two; the calibration
+              scatters the zeros at random (the kernel cannot skip whole rows), so the
+              threshold errs towards torch.
+
+    The first numba call in a fresh environment compiles the kernel (about 2 s per dtype);
+    ``cache=True`` stores it next to this module, so later processes load it instead.
+    Importing this module compiles nothing.
+
+    Raises:
+        ValueError: unknown ``backend``; a non-tensor, wrong-rank, mismatched-shape,
+            mismatched-dtype or mismatched-device argument (the message names it);
+            ``backend="numba"`` with a non-CPU tensor or a dtype other than
+            float32/float64.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid backends are {BACKENDS}")
+    weight = _check_tensor("weight", weight, 2)
+    pre = _check_tensor("pre", pre, 2)
+    if not weight.is_floating_point():
+        raise ValueError(f"weight must have a floating dtype, got {weight.dtype}")
+    n_post, n_pre = weight.shape
+    _check_like("pre", pre, "weight", weight)
+    if pre.shape[1] != n_pre:
+        raise ValueError(
+            f"pre has shape {tuple(pre.shape)} but weight has shape {tuple(weight.shape)}: "
+            f"expected (B, {n_pre})"
+        )
+    free, nudged = _check_post("weight", weight, n_post, post_free, post_nudged)
+    if free.shape[0] != pre.shape[0]:
+        raise ValueError(
+            f"post_free has batch size {free.shape[0]} (shape {tuple(free.shape)}) but pre "
+            f"has batch size {pre.shape[0]} (shape {tuple(pre.shape)})"
+        )
+    scale = _check_scale(scale)
+
+    if backend == "numba":
+        if weight.device.type != "cpu":
+            raise ValueError(
+                f"backend 'numba' runs on CPU only, but the tensors are on {weight.device}; "
+                "use backend='torch' or 'auto'"
+            )
+        if weight.dtype not in _NUMBA_DTYPES:
+            raise ValueError(
+                f"backend 'numba' supports float32 and float64, got {weight.dtype}; "
+                "use backend='torch' or 'auto'"
+            )
+    if weight.numel() == 0 or pre.shape[0] == 0:
+        return
+
+    with torch.no_grad():
+        diff = nudged - free
+    if backend == "auto":
+        backend = _auto_backend(weight, diff)
+    if backend == "numba":
+        _numba_apply(weight, pre, diff, scale)
+    else:
+        _torch_apply(weight, pre, diff, scale)
+
+
+def chl_bias_update(
+    bias: torch.Tensor,
+    post_free: torch.Tensor,
+    post_nudged: torch.Tensor,
+    scale: float,
+) -> None:
+    """Contrastive Hebbian bias update, in place.
+
+    ``bias += scale * (post_nudged - post_free).sum(0)``
+
+    Args:
+        bias: ``(n_post,)`` bias, updated in place (same storage).
+        post_free: ``(B, n_post)`` free-phase rates ``rho(s_j^0)``.
+        post_nudged: ``(B, n_post)`` nudged-phase rates ``rho(s_j^beta)``.
+        scale: step size; callers pass ``lr / (beta * B)``.
+
+    Raises:
+        ValueError: a non-tensor, wrong-rank, mismatched-shape, mismatched-dtype or
+            mismatched-device argument (the message names it).
+    """
+    bias = _check_tensor("bias", bias, 1)
+    if not bias.is_floating_point():
+        raise ValueError(f"bias must have a floating dtype, got {bias.dtype}")
+    free, nudged = _check_post("bias", bias, bias.shape[0], post_free, post_nudged)
+    scale = _check_scale(scale)
+    with torch.no_grad():
+        bias.add_((nudged - free).sum(0), alpha=scale)
