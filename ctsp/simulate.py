@@ -31,7 +31,7 @@ from .dynamics import Field
 from .errors import ConfigError, CtspError, DivergenceError, RunDirError
 from .layers import CHL
 from .rundir import atomic_write, prepare, write_text
-from .solver import relax
+from .solver import Relaxation, relax
 
 RESUMABLE_KEYS = ("train.epochs", "device")  # keys a resumed run may change
 
@@ -43,6 +43,23 @@ class PhaseStats:
     steps: float
     nfe: float
     converged: float
+
+
+@dataclass(frozen=True)
+class Phases:
+    """One minibatch's relaxations and the rates Eq. 14 needs.
+
+    ``free_rates`` rho(s^0); ``nudged_rates`` rho(s^beta); ``base_rates`` the rates the update
+    subtracts: rho(s^0), or rho(s^-beta) for symmetric nudging; ``beta`` the signed effective
+    nudging (2 beta for symmetric nudging), so that dW = lr / (beta B) (nudged - base).T @ pre.
+    """
+
+    free: Relaxation
+    clamped: Relaxation
+    free_rates: Tensor
+    base_rates: Tensor
+    nudged_rates: Tensor
+    beta: float
 
 
 @dataclass(frozen=True)
@@ -117,8 +134,8 @@ class Trainer:
         current = self.net.input_current(x)
         return current, self.relax_phase(current, s0, 0.0, None, self.config.solver.free_duration)
 
-    def train_batch(self, x: Tensor, y: Tensor, idx: Tensor, sign: float):
-        """One free phase, one clamped phase and the CHL update; returns (errors, free, clamped)."""
+    def phases(self, x: Tensor, y: Tensor, idx: Tensor, sign: float) -> Phases:
+        """Free phase then clamped phase for one minibatch (persistent states updated)."""
         net, tc = self.net, self.config.train
         s0 = self.persistent[idx] if self.persistent is not None else None
         current, free = self.free_phase(x, s0)
@@ -139,26 +156,36 @@ class Trainer:
             nudged, base, beta_eff = clamped.state, free.state, beta
         check_finite(free.state, clamped.state)
         rho = net.neuron.rho
-        r0, r_base, r_nudged = rho(free.state), rho(base), rho(nudged)
-        pops = net.populations
+        return Phases(free, clamped, rho(free.state), rho(base), rho(nudged), beta_eff)
+
+    def presynaptic(self, x: Tensor, edge, rates: Tensor) -> Tensor:
+        """The presynaptic rates of ``edge``: the input x for the input projection."""
+        return x.flatten(1) if edge.src < 0 else rates[:, self.net.populations[edge.src]]
+
+    def update(self, x: Tensor, ph: Phases) -> None:
+        """Eq. 14 for every trainable projection (loop-back included) and the biases."""
+        net = self.net
         for e in net.edges:
             proj, lr = net.projections[e.name], self.lr[e.name]
             if not proj.trainable or lr == 0:
                 continue
-            pre = x.flatten(1) if e.src < 0 else r0[:, pops[e.src]]
-            dst = pops[e.dst]
-            bias = net.biases[e.dst] if e.owns_bias else None
+            dst = net.populations[e.dst]
             self.rule.apply(
                 proj.weight,
-                bias,
-                pre,
-                r_base[:, dst].contiguous(),
-                r_nudged[:, dst].contiguous(),
+                net.biases[e.dst] if e.owns_bias else None,
+                self.presynaptic(x, e, ph.free_rates),
+                ph.base_rates[:, dst].contiguous(),
+                ph.nudged_rates[:, dst].contiguous(),
                 lr,
-                beta_eff,
+                ph.beta,
             )
-        errors = int((net.predict(free.state) != y).sum())
-        return errors, free.stats, clamped.stats
+
+    def train_batch(self, x: Tensor, y: Tensor, idx: Tensor, sign: float):
+        """Phases and update of one minibatch; returns (training errors, free, clamped stats)."""
+        ph = self.phases(x, y, idx, sign)
+        self.update(x, ph)
+        errors = int((self.net.predict(ph.free.state) != y).sum())
+        return errors, ph.free.stats, ph.clamped.stats
 
     @torch.no_grad()
     def train_epoch(self, data: datasets.Dataset, epoch: int, bar=None):

@@ -19,7 +19,8 @@ def test_environment_yml_matches_pyproject():
         _split(s) for s in project["dependencies"] + project["optional-dependencies"]["test"]
     )
     listed = {}
-    for line in (ROOT / "environment.yml").read_text().splitlines():
+    text = (ROOT / "environment.yml").read_text()
+    for line in text.split("dependencies:", 1)[1].splitlines():
         m = re.match(r"\s+-\s+([^#\s].*)$", line)
         if m and not m.group(1).startswith(("python", "pip")):
             name, version = _split(m.group(1))
