@@ -121,9 +121,14 @@ def test_projected_euler_matches_hand_loop_and_stays_in_bounds():
     out = relax(field, net.zero_state(2), 3.0, method="euler", step=0.25)
     s = net.zero_state(2)
     for _ in range(12):
-        s = (s + 0.25 * eq13(net, s, net.input_current(x))).clamp(0, 1)
+        prev, s = s, (s + 0.25 * eq13(net, s, net.input_current(x))).clamp(0, 1)
     torch.testing.assert_close(out.state, s, rtol=0, atol=1e-12)
-    assert out.stats.steps == 12 and out.stats.nfe == 13  # 12 steps + the final residual
+    assert out.stats.steps == 12 and out.stats.nfe == 12  # the residual costs no evaluation
+    # the residual: projected motion of the last step = projected field at its start
+    assert out.stats.residual == pytest.approx(float(((s - prev).abs() / 0.25).max()), abs=1e-12)
+    assert out.stats.residual == pytest.approx(
+        float(Field(net, net.input_current(x)).residual(prev).max()), abs=1e-12
+    )
     assert float(out.state.min()) >= 0 and float(out.state.max()) <= 1
 
 
