@@ -10,6 +10,7 @@ A configuration has four sections and three top-level keys::
     [solver]   method, step, free_duration, clamped_duration, tol, check_every, rtol, atol
     [train]    epochs, batch_size, beta, beta_sign, symmetric, lr, loop_lr, persistent,
                chl_backend, eval_batch_size
+    [record]   trajectories, trajectory_epochs, populations, stride, alignment_every
 
 Every key is documented on its dataclass field below. Unknown keys, wrong types and out-of-range
 values raise :class:`ctsp.errors.ConfigError` with one line naming the key. ``to_toml`` writes a
@@ -26,7 +27,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-SECTIONS = ("data", "network", "solver", "train")
+SECTIONS = ("data", "network", "solver", "train", "record")
 LOOP_MODES = ("learned", "fixed", "none")
 
 
@@ -115,6 +116,23 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class RecordConfig:
+    trajectories: int = 0  # test samples whose relaxations are recorded (0 = none)
+    trajectory_epochs: int = 0  # also record every K epochs (0 = only at the end of the run)
+    populations: tuple[str, ...] = ("all",)  # population names (h1, h2, …, out) or "all"
+    stride: int = 1  # keep every `stride`-th solver step of a recorded relaxation
+    alignment_every: int = 0  # loop alignment angles every N minibatches (0 = off)
+
+    def __post_init__(self) -> None:
+        _require(self.trajectories >= 0, "record.trajectories", self.trajectories, ">= 0")
+        _require(
+            self.trajectory_epochs >= 0, "record.trajectory_epochs", self.trajectory_epochs, ">= 0"
+        )
+        _require(self.stride >= 1, "record.stride", self.stride, ">= 1")
+        _require(self.alignment_every >= 0, "record.alignment_every", self.alignment_every, ">= 0")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = "digits-loop"
     seed: int = 0
@@ -123,6 +141,7 @@ class RunConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.name) and "/" not in self.name, "name", self.name, "a non-empty name")

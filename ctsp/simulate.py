@@ -33,7 +33,8 @@ from .layers import CHL
 from .rundir import atomic_write, prepare, write_text
 from .solver import Relaxation, relax
 
-RESUMABLE_KEYS = ("train.epochs", "device")  # keys a resumed run may change
+# keys (or key prefixes ending in ".") that a resumed run may change
+RESUMABLE_KEYS = ("train.epochs", "device", "record.")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,42 @@ class RunResult:
     @property
     def best_test_error(self) -> float:
         return float(self.metrics.test_error.min())
+
+
+class Recorder:
+    """A hook into a run (trajectories, loop alignment): see :func:`build_recorders`.
+
+    ``after_batch`` runs after every minibatch's update, ``after_epoch`` after every epoch's
+    evaluation (before the checkpoint is written; ``last`` on the run's final epoch). A recorder
+    writes its own files into the run directory, atomically. Its ``state_dict`` is saved in
+    the checkpoint, so a resumed run continues the recording where the checkpoint left it.
+    """
+
+    def after_batch(self, trainer: Trainer, epoch: int, batch: int) -> None:
+        """``epoch`` 0-based, ``batch`` 0-based within the epoch."""
+
+    def after_epoch(self, trainer: Trainer, epoch: int, path: Path, last: bool) -> None:
+        """``epoch``: the number of completed epochs (1-based)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict`` returned."""
+
+
+def build_recorders(config: RunConfig, data: datasets.Dataset) -> list[Recorder]:
+    """The recorders that ``config.record`` asks for (none by default: no cost)."""
+    rec, recorders = config.record, []
+    if rec.trajectories:
+        from .trajectories import TrajectoryRecorder
+
+        recorders.append(TrajectoryRecorder(config, data))
+    if rec.alignment_every:
+        from analysis.alignment import AlignmentRecorder
+
+        recorders.append(AlignmentRecorder(config))
+    return recorders
 
 
 def build_network(config: RunConfig):
@@ -188,7 +225,7 @@ class Trainer:
         return errors, ph.free.stats, ph.clamped.stats
 
     @torch.no_grad()
-    def train_epoch(self, data: datasets.Dataset, epoch: int, bar=None):
+    def train_epoch(self, data: datasets.Dataset, epoch: int, bar=None, recorders=()):
         """One pass over the training set in minibatches.
 
         The order and the beta signs come from a generator seeded by (seed, epoch), so a resumed
@@ -203,9 +240,11 @@ class Trainer:
         else:
             signs = [1] * len(batches)
         wrong, seen, free_stats, clamped_stats = 0, 0, [], []
-        for idx, sign in zip(batches, signs, strict=True):
+        for k, (idx, sign) in enumerate(zip(batches, signs, strict=True)):
             x, y = data.train_x[idx].to(self.device), data.train_y[idx].to(self.device)
             w, fs, cs = self.train_batch(x, y, idx.to(self.device), float(sign))
+            for r in recorders:
+                r.after_batch(self, epoch, k)
             wrong, seen = wrong + w, seen + idx.shape[0]
             free_stats.append(fs)
             clamped_stats.append(cs)
@@ -277,6 +316,7 @@ def simulate(
     resume: bool = False,
     progress: bool = True,
     log=None,
+    recorders: list[Recorder] | None = None,
 ) -> RunResult:
     """Train the continuous-time sigprop loop network of ``config`` and write its run directory.
 
@@ -285,9 +325,10 @@ def simulate(
         out: run directory (default runs/<UTC timestamp>-<name>).
         force: overwrite an existing non-empty run directory.
         resume: continue the run in ``out`` from its checkpoint (the config may differ from the
-            saved one only in ``train.epochs`` and ``device``).
+            saved one only in ``train.epochs``, ``device`` and the ``record`` section).
         progress: show a progress bar within each epoch (stderr).
         log: callable receiving one summary line per epoch (default: print to stdout).
+        recorders: hooks into the run (default: those ``config.record`` asks for).
     """
     log = log or (lambda line: print(line, flush=True))
     device = resolve_device(config.device)
@@ -303,12 +344,15 @@ def simulate(
     rows: list[dict] = []
     best = {"error": float("inf"), "epoch": -1}
     trainer = Trainer(net, config, device, data.train_x.shape[0])
+    recorders = build_recorders(config, data) if recorders is None else recorders
     if resume:
         ckpt = load_checkpoint(path, config)
         net.load_state_dict(ckpt["model"])
         rows, best = ckpt["rows"], ckpt["best"]
         if trainer.persistent is not None:
             trainer.persistent.copy_(ckpt["persistent"])
+        for r, state in zip(recorders, ckpt.get("recorders", []), strict=False):
+            r.load_state_dict(state)
     write_text(path / "config.toml", config.to_toml())
     select = "val_error" if data.val_x.shape[0] else "test_error"
     tc = config.train
@@ -317,7 +361,7 @@ def simulate(
         t0 = time.perf_counter()
         bar = _progress(-(-n // tc.batch_size), f"epoch {epoch + 1}/{tc.epochs}", progress)
         try:
-            wrong, free_stats, clamped_stats = trainer.train_epoch(data, epoch, bar)
+            wrong, free_stats, clamped_stats = trainer.train_epoch(data, epoch, bar, recorders)
         except DivergenceError as e:
             raise DivergenceError(
                 f"{e} at epoch {epoch + 1}; the last good checkpoint is kept in {path}"
@@ -345,6 +389,8 @@ def simulate(
         if row[select] < best["error"]:
             best = {"error": row[select], "epoch": epoch + 1, "test_error": test_error}
             save_torch({"model": net.state_dict(), **best}, path / "best.pt")
+        for r in recorders:
+            r.after_epoch(trainer, epoch + 1, path, last=epoch + 1 == tc.epochs)
         metrics = metrics_dataset(rows, config)
         save_netcdf(metrics, path / "metrics.nc")
         save_torch(
@@ -354,6 +400,7 @@ def simulate(
                 "best": best,
                 "config": config.to_toml(),
                 "persistent": trainer.persistent,
+                "recorders": [r.state_dict() for r in recorders],
             },
             path / "checkpoint.pt",
         )
@@ -378,7 +425,7 @@ def load_checkpoint(path: Path, config: RunConfig) -> dict:
         saved = loads(ckpt["config"], str(path / "checkpoint.pt"))
     except (OSError, RuntimeError, KeyError, EOFError) as e:
         raise RunDirError(f"cannot read checkpoint {path / 'checkpoint.pt'}: {e}") from None
-    differ = [k for k in config.diff(saved) if k not in RESUMABLE_KEYS]
+    differ = [k for k in config.diff(saved) if not k.startswith(RESUMABLE_KEYS)]
     if differ:
         raise RunDirError(
             f"cannot resume {path}: the config differs from the saved run in {', '.join(differ)}"

@@ -65,6 +65,7 @@ class LoopNetwork(nn.Module):
         pops = sizes[1:]
         bounds = torch.tensor([0, *pops]).cumsum(0).tolist()
         self.populations = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        self.population_names = tuple(f"h{k + 1}" for k in range(len(pops) - 1)) + ("out",)
         self.n_state = bounds[-1]
 
         projections = {"input": Linear(sizes[0], pops[0])}
