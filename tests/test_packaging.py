@@ -45,3 +45,15 @@ def test_ruff_passes():
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_public_api_resolves_and_help_stays_light():
+    import subprocess
+    import sys
+
+    import ctsp
+
+    for name in ctsp.__all__:
+        assert getattr(ctsp, name) is not None, name
+    code = "import sys, ctsp.cli; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
