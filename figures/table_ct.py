@@ -1,0 +1,115 @@
+"""Continuous-time sigprop results table (paper Sec. V-B): train, keep the best model, tabulate.
+
+Trains the paper's loop networks from bundled configs (``fmnist-2x1500``, ``fmnist-3x1500``,
+``mnist-2x1500``, ``mnist-3x1500``) or TOML files, one run directory each under ``--runs``, and
+writes a markdown table: best and final test error, validation error, train error, seconds per
+epoch, relaxation steps per phase, the machine and the command.
+
+Runs stop and resume: each run advances one epoch at a time from its checkpoint
+(``ctsp simulate --resume``), so an interrupted script (Ctrl-C, ``--minutes`` budget, a killed
+session) continues where it stopped when started again with the same arguments.
+
+    python figures/table_ct.py fmnist-2x1500                          # 60 epochs (the paper)
+    python figures/table_ct.py fmnist-2x1500 --epochs 5 --minutes 30  # the first epochs
+    python figures/table_ct.py fmnist-2x1500 --set train.batch_size=100 --name fm-b100
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+import xarray as xr
+
+from ctsp import config as cfg
+from ctsp.simulate import simulate
+
+PAPER = {  # test error % reported in the paper (Sec. V-B)
+    "fashion-mnist": "11.00 (val 10.95, train -> 2)",
+    "mnist": "1.85-1.90 (val 1.76-1.80, train -> 0.00)",
+}
+
+
+def machine() -> str:
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def advance(config: cfg.RunConfig, path: Path, deadline: float) -> bool:
+    """Train ``path`` epoch by epoch up to ``config.train.epochs``; False if out of time."""
+    while True:
+        done = 0
+        if (path / "metrics.nc").is_file():
+            with xr.open_dataset(path / "metrics.nc", engine="scipy") as m:
+                done = int(m.sizes["epoch"])
+        if done >= config.train.epochs:
+            return True
+        if time.time() > deadline:
+            return False
+        step = cfg.with_overrides(config, [(["train", "epochs"], done + 1)])
+        simulate(step, path, resume=done > 0, force=done == 0)
+
+
+def row(name: str, config: cfg.RunConfig, path: Path) -> str:
+    with xr.open_dataset(path / "metrics.nc", engine="scipy") as m:
+        m = m.load()
+    best = int(m.test_error.argmin())
+    val = f"{float(m.val_error[best]):.2%}" if "val_error" in m else "—"
+    return (
+        f"| {name} | {config.data.name} | {list(config.network.sizes)} | {m.sizes['epoch']}"
+        f"/{config.train.epochs} | {float(m.test_error[best]):.2%} (epoch {best + 1}) | "
+        f"{float(m.test_error[-1]):.2%} | {val} | {float(m.train_error[-1]):.2%} | "
+        f"{float(m.train_seconds.mean()):.0f} | {float(m.epoch_seconds.mean()):.0f} | "
+        f"{float(m.free_steps.mean()):.1f} / {float(m.clamped_steps.mean()):.1f} | "
+        f"{PAPER.get(config.data.name, '—')} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("configs", nargs="+", help="bundled config names or TOML files")
+    ap.add_argument("--epochs", type=int, help="override train.epochs")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--name", help="run name suffix (for variants of the same config)")
+    ap.add_argument("--runs", type=Path, default=Path("runs/table_ct"), help="runs directory")
+    ap.add_argument("--minutes", type=float, default=float("inf"), help="time budget")
+    ap.add_argument("--out", type=Path, help="markdown file for the table (default: stdout)")
+    args = ap.parse_args(argv)
+    deadline = time.time() + 60 * args.minutes
+    overrides = [cfg.parse_override(s) for s in args.set]
+    if args.epochs is not None:
+        overrides.append((["train", "epochs"], args.epochs))
+    command = shlex.join(sys.argv[1:] if argv is None else argv)
+    lines = [
+        f"Machine: {machine()}",
+        f"Command: `python figures/table_ct.py {command}`",
+        "",
+        "| run | data | sizes | epochs | best test (epoch) | final test | val at best | "
+        "final train | train s/epoch | s/epoch | steps free / clamped | paper test |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in args.configs:
+        config = cfg.with_overrides(cfg.load(name), overrides)
+        run_name = f"{config.name}-{args.name}" if args.name else config.name
+        path = args.runs / run_name
+        finished = advance(config, path, deadline)
+        lines.append(row(run_name, config, path))
+        if not finished:
+            print(f"{run_name}: stopped by the time budget; rerun the same command to resume")
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
