@@ -52,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="cpu, cuda or cuda:N (device)")
     s.add_argument("--name", help="run name (name)")
     s.add_argument(
+        "--record",
+        type=int,
+        metavar="N",
+        help="record the free and clamped relaxations of the first N test samples to "
+        "trajectories.nc at the end of the run (record.trajectories; every K epochs with "
+        "--set record.trajectory_epochs=K)",
+    )
+    s.add_argument(
         "--set",
         action="append",
         default=[],
@@ -89,6 +97,7 @@ FLAG_KEYS = {
     "seed": "seed",
     "device": "device",
     "name": "name",
+    "record": "record.trajectories",
 }
 
 

@@ -36,3 +36,10 @@ class DivergenceError(CtspError):
     """A simulation produced NaN or Inf in states or weights (exit code 1)."""
 
     exit_code = 1
+
+
+class WriteError(CtspError, OSError):
+    """A run file could not be written (unwritable directory, full disk); the message names the
+    file, and no partial file is left behind (exit code 1)."""
+
+    exit_code = 1

@@ -1,9 +1,10 @@
 """Run directories and atomic writes.
 
 A run directory holds ``config.toml`` (the resolved, rerunnable config), ``metrics.nc``,
-``checkpoint.pt`` (the last completed epoch) and ``best.pt`` (the best model so far). Every file
-is written to a temporary file in the same directory and renamed into place, so an interrupted
-write never leaves a half-written file behind.
+``checkpoint.pt`` (the last completed epoch), ``best.pt`` (the best model so far) and, when
+recorded, ``trajectories.nc`` (see ``ctsp.trajectories``). Every file is written to a temporary
+file in the same directory and renamed into place, so an interrupted write never leaves a
+half-written file behind.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import RunDirError
+from .errors import RunDirError, WriteError
 
 RUNS_ROOT = Path("runs")
-RUN_FILES = ("config.toml", "metrics.nc", "checkpoint.pt", "best.pt")
+RUN_FILES = ("config.toml", "metrics.nc", "checkpoint.pt", "best.pt", "trajectories.nc")
 
 
 def default_path(name: str, root: Path = RUNS_ROOT) -> Path:
@@ -59,14 +60,21 @@ def prepare(out: Path | None, name: str, *, force: bool = False, resume: bool = 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``.
 
-    On any failure the temporary file is removed and ``path`` is left as it was.
+    On any failure the temporary file is removed and ``path`` is left as it was; an OS error
+    (unwritable directory, full disk) is raised as :class:`WriteError` naming ``path``.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise WriteError(f"cannot write {path}: {e.strerror or e}") from e
     try:
         write(Path(tmp))
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(f"cannot write {path}: {e.strerror or e}") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -147,11 +147,21 @@ class Trainer:
     def __init__(self, net, config: RunConfig, device: torch.device, n_train: int) -> None:
         self.net, self.config, self.device = net, config, device
         self.rule = CHL(config.train.chl_backend)
-        lrs = list(config.train.lr) + [config.train.loop_lr]
-        self.lr = {e.name: lrs[min(i, len(lrs) - 1)] for i, e in enumerate(net.edges)}
+        feed_forward = [e.name for e in net.edges if e.name != "loop"]
+        self.lr = dict(zip(feed_forward, config.train.lr, strict=True))
+        self.lr["loop"] = config.train.loop_lr
         self.persistent = net.zero_state(n_train) if config.train.persistent else None
 
-    def relax_phase(self, x_current: Tensor, s0: Tensor, beta, target, duration: float):
+    def relax_phase(
+        self,
+        x_current: Tensor,
+        s0: Tensor,
+        beta,
+        target,
+        duration: float,
+        record_every: int | None = None,
+    ):
+        """One phase with the config's solver; ``record_every``: also return the trajectory."""
         s = self.config.solver
         field = Field(self.net, x_current, beta, target)
         return relax(
@@ -164,6 +174,7 @@ class Trainer:
             check_every=s.check_every,
             rtol=s.rtol,
             atol=s.atol,
+            record_every=record_every,
         )
 
     def free_phase(self, x: Tensor, s0: Tensor | None = None):
@@ -339,12 +350,12 @@ def simulate(
         seed=config.seed,
     )
     check_sizes(config, data)
+    recorders = build_recorders(config, data) if recorders is None else recorders
     path = prepare(Path(out) if out is not None else None, config.name, force=force, resume=resume)
     net = build_network(config).to(device)
     rows: list[dict] = []
     best = {"error": float("inf"), "epoch": -1}
     trainer = Trainer(net, config, device, data.train_x.shape[0])
-    recorders = build_recorders(config, data) if recorders is None else recorders
     if resume:
         ckpt = load_checkpoint(path, config)
         net.load_state_dict(ckpt["model"])

@@ -28,6 +28,7 @@ from .errors import ConfigError
 FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 METHODS = FIXED_METHODS + ADAPTIVE_METHODS
+TIME_UNITS = "r"  # the neuron time constant
 
 
 def check_method(name: str) -> str:
@@ -61,7 +62,9 @@ class Relaxation:
     """The result of :func:`relax`: final state (B, N), stats, and the optional trajectory.
 
     ``times`` (T,) and ``trajectory`` (T, B, N) hold the state on the recorded grid when one was
-    asked for; ``residuals`` (T, B) the per-sample residual at those times.
+    asked for; ``residuals`` (T, B) the per-sample residual at those times (at t = 0 the projected
+    field; later, for fixed-grid methods, the projected motion of the step that ended there).
+    The last recorded point is the final state. :meth:`to_xarray` gives them as a Dataset.
     """
 
     state: Tensor
@@ -69,6 +72,82 @@ class Relaxation:
     times: Tensor | None = None
     trajectory: Tensor | None = None
     residuals: Tensor | None = None
+
+    def to_xarray(
+        self,
+        populations: dict[str, slice] | None = None,
+        *,
+        phase: str | None = None,
+        samples=None,
+        labels=None,
+        time_unit: float = 1.0,
+    ):
+        """The recorded trajectory as an :class:`xarray.Dataset` (needs ``record_every``).
+
+        Args:
+            populations: name -> column slice of the flat state (e.g. ``dict(zip(
+                net.population_names, net.populations))``): one variable per population, dims
+                (time, sample, neuron_<name>). None: one variable ``state`` with dims
+                (time, sample, neuron).
+            phase: a scalar coordinate ``phase`` (e.g. "free", "clamped"), for combining phases.
+            samples: sample ids, (B,) (default 0 … B-1); labels: a coordinate ``label`` (B,).
+            time_unit: the neuron time constant r in the solver's time units: ``time`` is the
+                solver's time / r and the residual |ds/dt| * r, both in units of r.
+
+        Besides the states: ``residual`` (time, sample), max_j |ds_j/dt| (see
+        :class:`Relaxation`); scalars ``end_time`` (the last recorded time: the phase's end),
+        ``steps``, ``nfe`` and ``converged`` from the stats.
+        """
+        import numpy as np
+        import xarray as xr
+
+        if self.trajectory is None:
+            raise ValueError("no trajectory was recorded: call relax(..., record_every=k)")
+        traj = self.trajectory.detach().cpu().numpy()
+        batch = traj.shape[1]
+        time = self.times.detach().cpu().numpy().astype(np.float64) / time_unit
+        sample = np.arange(batch) if samples is None else np.asarray(samples)
+        if populations is None:
+            variables = {"state": (("time", "sample", "neuron"), traj, {"long_name": "state s"})}
+        else:
+            variables = {
+                name: (
+                    ("time", "sample", f"neuron_{name}"),
+                    traj[:, :, cols],
+                    {"long_name": f"state s of {name}"},
+                )
+                for name, cols in populations.items()
+            }
+        for _, _, attrs in variables.values():
+            attrs["units"] = "1"  # dimensionless: the rate is rho(s)
+        variables["residual"] = (
+            ("time", "sample"),
+            self.residuals.detach().cpu().numpy() * np.float32(time_unit),
+            {"long_name": "residual max_j |ds_j/dt|", "units": "1/r"},
+        )
+        variables["end_time"] = (
+            (),
+            time[-1],
+            {"long_name": "end of the phase", "units": TIME_UNITS},
+        )
+        variables["steps"] = ((), np.int32(self.stats.steps), {"long_name": "solver steps"})
+        variables["nfe"] = ((), np.int32(self.stats.nfe), {"long_name": "field evaluations"})
+        variables["converged"] = ((), np.bool_(self.stats.converged), {"long_name": "converged"})
+        since = {
+            "long_name": "time since phase start",
+            "units": TIME_UNITS,
+            "description": "in units of the neuron time constant r",
+        }
+        coords = {
+            "time": ("time", time, since),
+            "sample": ("sample", sample.astype(np.int32), {"long_name": "sample id"}),
+        }
+        if labels is not None:
+            label = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels)
+            coords["label"] = ("sample", label.astype(np.int32), {"long_name": "class label"})
+        if phase is not None:
+            coords["phase"] = phase
+        return xr.Dataset(variables, coords=coords)
 
 
 def _advance(field, state, t0, k, dt, method, step, rtol, atol) -> tuple[Tensor, Tensor]:
@@ -97,6 +176,11 @@ def _advance(field, state, t0, k, dt, method, step, rtol, atol) -> tuple[Tensor,
     )
     new = field.project_(sol[-1])
     return new, field.residual(new)
+
+
+def step_count(duration: float, step: float) -> int:
+    """Steps of a phase of ``duration``: the step is shortened to fit a whole number of them."""
+    return max(1, math.ceil(duration / step - 1e-9)) if duration > 0 else 0
 
 
 def relax(
@@ -128,7 +212,7 @@ def relax(
     check_method(method)
     if duration < 0 or step <= 0:
         raise ConfigError(f"solver needs duration >= 0 and step > 0; got {duration}, {step}")
-    n_steps = max(1, math.ceil(duration / step - 1e-9)) if duration > 0 else 0
+    n_steps = step_count(duration, step)
     dt = duration / n_steps if n_steps else step
     if record_every is not None:
         chunk = record_every
@@ -165,4 +249,5 @@ def relax(
     )
     if not record:
         return Relaxation(state, stats)
-    return Relaxation(state, stats, torch.tensor(times), torch.stack(traj), torch.stack(res))
+    times = torch.tensor(times, dtype=torch.float64)
+    return Relaxation(state, stats, times, torch.stack(traj), torch.stack(res))

@@ -35,6 +35,12 @@ class Edge:
     owns_bias: bool = True
 
 
+def population_names(sizes: list[int] | tuple[int, ...]) -> tuple[str, ...]:
+    """Names of the populations of a network with ``sizes`` [input, hidden…, output]:
+    h1, h2, …, out (the input is not a population)."""
+    return tuple(f"h{k + 1}" for k in range(len(sizes) - 2)) + ("out",)
+
+
 class LoopNetwork(nn.Module):
     """Layered rate network with one loop-back projection from the output to the first hidden layer.
 
@@ -65,7 +71,7 @@ class LoopNetwork(nn.Module):
         pops = sizes[1:]
         bounds = torch.tensor([0, *pops]).cumsum(0).tolist()
         self.populations = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        self.population_names = tuple(f"h{k + 1}" for k in range(len(pops) - 1)) + ("out",)
+        self.population_names = population_names(sizes)
         self.n_state = bounds[-1]
 
         projections = {"input": Linear(sizes[0], pops[0])}
