@@ -8,6 +8,7 @@ The public API, imported lazily (so that ``ctsp --help`` does not load torch):
 - dynamics and solver: ``eq13`` (Eq. 13), ``Field``, ``relax``, ``Relaxation``, ``RelaxStats``;
 - plasticity: ``chl_update`` (Eq. 14), ``chl_bias_update``;
 - runs: ``simulate``, ``Trainer``, ``RunResult``;
+- discrete sigprop (``ctsp train``): ``DiscreteRunConfig``, ``train``, ``DiscreteTrainer``;
 - errors: ``CtspError`` and its kinds.
 """
 
@@ -30,7 +31,10 @@ _EXPORTS = {
     "chl_bias_update": ("ctsp.plasticity", "chl_bias_update"),
     "simulate": ("ctsp.simulate", "simulate"),
     "Trainer": ("ctsp.simulate", "Trainer"),
-    "RunResult": ("ctsp.simulate", "RunResult"),
+    "RunResult": ("ctsp.runs", "RunResult"),
+    "DiscreteRunConfig": ("ctsp.config", "DiscreteRunConfig"),
+    "train": ("ctsp.discrete", "train"),
+    "DiscreteTrainer": ("ctsp.discrete", "DiscreteTrainer"),
     "CtspError": ("ctsp.errors", "CtspError"),
     "ConfigError": ("ctsp.errors", "ConfigError"),
     "DataError": ("ctsp.errors", "DataError"),

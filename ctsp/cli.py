@@ -1,4 +1,5 @@
-"""The ``ctsp`` command line: ``simulate`` (the main job) and ``data``.
+"""The ``ctsp`` command line: ``simulate`` (the main job), ``train`` (discrete sigprop), ``configs``
+and ``data``.
 
 Exit codes: 0 success, 1 a run that failed (e.g. diverged), 2 bad usage, config or data.
 Errors are one line, ``ctsp: error: <what is wrong>``, never a traceback. Heavy modules are
@@ -18,6 +19,8 @@ EXAMPLES = """examples:
   ctsp simulate fmnist-2x1500 --epochs 5        a bundled paper config
   ctsp simulate run.toml --set train.beta=1.0   a config file plus an override
   ctsp simulate --out runs/a --resume --epochs 60
+  ctsp train                                    discrete sigprop, small FC net on digits, a few s
+  ctsp train vgg8b-fmnist --out runs/vgg        a bundled paper network (Sec. IV)
   ctsp data list
 """
 
@@ -39,18 +42,9 @@ def _parser() -> argparse.ArgumentParser:
         "(config.toml, metrics.nc, checkpoint.pt, best.pt). With no arguments: digits data, "
         "a 64-256-10 loop network, a short run.",
     )
-    s.add_argument(
-        "config", nargs="?", help="TOML config file or bundled config name (see `ctsp configs`)"
-    )
-    s.add_argument("--dataset", help="dataset name (data.name)")
-    s.add_argument("--data-dir", help="directory holding the dataset files (data.dir)")
-    s.add_argument("--epochs", type=int, help="number of epochs (train.epochs)")
-    s.add_argument("--batch-size", type=int, help="minibatch size (train.batch_size)")
+    _run_arguments(s, "simulate")
     s.add_argument("--beta", type=float, help="nudging strength (train.beta)")
     s.add_argument("--solver", help="ODE method, e.g. euler, rk4, dopri5 (solver.method)")
-    s.add_argument("--seed", type=int, help="random seed (seed)")
-    s.add_argument("--device", help="cpu, cuda or cuda:N (device)")
-    s.add_argument("--name", help="run name (name)")
     s.add_argument(
         "--record",
         type=int,
@@ -59,22 +53,20 @@ def _parser() -> argparse.ArgumentParser:
         "trajectories.nc at the end of the run (record.trajectories; every K epochs with "
         "--set record.trajectory_epochs=K)",
     )
-    s.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config key, e.g. --set solver.tol=1e-3 (repeatable)",
-    )
-    s.add_argument("--out", type=Path, help="run directory (default runs/<UTC time>-<name>)")
-    s.add_argument("--force", action="store_true", help="overwrite a non-empty run directory")
-    s.add_argument("--resume", action="store_true", help="continue the run in --out")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s.add_argument(
-        "--print-config", action="store_true", help="print the resolved config as TOML and exit"
-    )
 
-    sub.add_parser("configs", help="list the bundled configs")
+    t = sub.add_parser(
+        "train",
+        help="train a discrete network by sigprop (FC, CONV, VGG8b; Sec. III-IV)",
+        description="Train a discrete network by signal propagation: the label is projected by "
+        "a target generator and fed forward with the input; every layer learns from its own "
+        "loss (L_pred, Eq. 9) with its own optimizer, no gradient crosses a layer. Writes a run "
+        "directory (config.toml, metrics.nc with per-layer early-exit errors, checkpoint.pt, "
+        "best.pt). With no arguments: digits data, a small FC network, a few seconds.",
+    )
+    _run_arguments(t, "train")
+    t.add_argument("--lr", type=float, help="Adam learning rate of every layer (train.lr)")
+
+    sub.add_parser("configs", help="list the bundled configs (simulate, then train)")
 
     d = sub.add_parser("data", help="list or check datasets")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -87,6 +79,38 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_arguments(p: argparse.ArgumentParser, command: str) -> None:
+    """The arguments ``simulate`` and ``train`` share."""
+    p.add_argument(
+        "config",
+        nargs="?",
+        help=f"TOML config file or bundled config name (see `ctsp configs`, {command} configs)",
+    )
+    p.add_argument("--dataset", help="dataset name (data.name)")
+    p.add_argument("--data-dir", help="directory holding the dataset files (data.dir)")
+    p.add_argument("--epochs", type=int, help="number of epochs (train.epochs)")
+    p.add_argument("--batch-size", type=int, help="minibatch size (train.batch_size)")
+    p.add_argument("--seed", type=int, help="random seed (seed)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (device)")
+    p.add_argument("--name", help="run name (name)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set "
+        + ("solver.tol=1e-3" if command == "simulate" else "model.dropout=0.1")
+        + " (repeatable)",
+    )
+    p.add_argument("--out", type=Path, help="run directory (default runs/<UTC time>-<name>)")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as TOML and exit"
+    )
+
+
 FLAG_KEYS = {
     "dataset": "data.name",
     "data_dir": "data.dir",
@@ -94,6 +118,7 @@ FLAG_KEYS = {
     "batch_size": "train.batch_size",
     "beta": "train.beta",
     "solver": "solver.method",
+    "lr": "train.lr",
     "seed": "seed",
     "device": "device",
     "name": "name",
@@ -102,18 +127,23 @@ FLAG_KEYS = {
 
 
 def resolve_config(args: argparse.Namespace):
-    """The run config: file (or the saved one on --resume, or the defaults) + flags + --set."""
+    """The run config: file (or the saved one on --resume, or the defaults) + flags + --set.
+
+    ``ctsp simulate`` resolves a :class:`ctsp.config.RunConfig`, ``ctsp train`` a
+    :class:`ctsp.config.DiscreteRunConfig`.
+    """
     from . import config as cfg
 
+    cls = cfg.DiscreteRunConfig if args.command == "train" else cfg.RunConfig
     if args.config:
-        base = cfg.load(args.config)
+        base = cfg.load(args.config, cls)
     elif args.resume and args.out is not None and (args.out / "config.toml").is_file():
-        base = cfg.load(args.out / "config.toml")
+        base = cfg.load(args.out / "config.toml", cls)
     else:
-        base = cfg.RunConfig()
+        base = cls()
     overrides = [cfg.parse_override(item) for item in args.set]
     for attr, key in FLAG_KEYS.items():
-        value = getattr(args, attr)
+        value = getattr(args, attr, None)
         if value is not None:
             overrides.append((key.split("."), value))
     return cfg.with_overrides(base, overrides)
@@ -127,6 +157,17 @@ def _simulate(args: argparse.Namespace) -> int:
     from .simulate import simulate
 
     simulate(config, args.out, force=args.force, resume=args.resume, progress=not args.no_progress)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    config = resolve_config(args)
+    if args.print_config:
+        print(config.to_toml(), end="")
+        return 0
+    from .discrete import train
+
+    train(config, args.out, force=args.force, resume=args.resume, progress=not args.no_progress)
     return 0
 
 
@@ -151,12 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "train":
+            return _train(args)
         if args.command == "data":
             return _data(args)
         if args.command == "configs":
-            from .config import bundled_names
+            from .config import ROOTS, bundled_names
 
-            print("\n".join(bundled_names()))
+            for cls in ROOTS:
+                print(f"# ctsp {cls.COMMAND}")
+                print("\n".join(bundled_names(cls)))
             return 0
         parser.print_help()
         return 2

@@ -1,6 +1,12 @@
 """Run configuration: frozen dataclasses loaded from TOML and overridden by CLI flags.
 
-A configuration has four sections and three top-level keys::
+Two root configurations share one machinery (TOML load/write, dotted overrides, validation,
+bundled configs): :class:`RunConfig` for ``ctsp simulate`` (the continuous-time model, bundled in
+``ctsp/configs/*.toml``) and :class:`DiscreteRunConfig` for ``ctsp train`` (discrete sigprop,
+bundled in ``ctsp/configs/train/*.toml``). The functions below take the root class as ``cls``
+(default :class:`RunConfig`).
+
+A ``RunConfig`` has five sections and three top-level keys::
 
     name = "digits-loop"      # run name (default run directory runs/<UTC time>-<name>)
     seed = 0
@@ -11,6 +17,14 @@ A configuration has four sections and three top-level keys::
     [train]    epochs, batch_size, beta, beta_sign, symmetric, lr, loop_lr, persistent,
                chl_backend, eval_batch_size
     [record]   trajectories, trajectory_epochs, populations, stride, alignment_every
+
+A ``DiscreteRunConfig`` has the same top-level keys and four sections::
+
+    [data]     name, dir, validation, crop, flip
+    [model]    arch, hidden, channels, kernel, pool, width, dropout, batch_norm, slope,
+               prediction, compare
+    [signal]   generator, into, sparse_features, eta, fixed, bn_targets
+    [train]    epochs, batch_size, lr, decay, decay_at, eval_batch_size
 
 Every key is documented on its dataclass field below. Unknown keys, wrong types and out-of-range
 values raise :class:`ctsp.errors.ConfigError` with one line naming the key. ``to_toml`` writes a
@@ -23,12 +37,41 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import ConfigError
 
 SECTIONS = ("data", "network", "solver", "train", "record")
 LOOP_MODES = ("learned", "fixed", "none")
+
+
+class ConfigBase:
+    """What every root configuration shares: TOML output and comparison.
+
+    A root is a frozen dataclass whose ``SECTIONS`` name its dataclass-valued fields (the TOML
+    tables); its other fields are top-level keys. ``BUNDLED`` is the folder under
+    ``ctsp/configs`` holding its ready-made configs, ``COMMAND`` the CLI command that runs it.
+    """
+
+    SECTIONS: ClassVar[tuple[str, ...]] = ()
+    BUNDLED: ClassVar[str] = ""
+    COMMAND: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        """The resolved configuration as TOML text that :func:`loads` reads back unchanged."""
+        d = self.to_dict()
+        lines = [f"{k} = {_toml_value(d[k])}" for k in d if k not in self.SECTIONS]
+        for s in self.SECTIONS:
+            lines += ["", f"[{s}]"] + [f"{k} = {_toml_value(v)}" for k, v in d[s].items()]
+        return "\n".join(lines) + "\n"
+
+    def diff(self, other: ConfigBase) -> list[str]:
+        """Dotted keys whose values differ between two configurations."""
+        a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
+        return [k for k in a if a[k] != b[k]]
 
 
 @dataclass(frozen=True)
@@ -133,7 +176,11 @@ class RecordConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(ConfigBase):
+    SECTIONS: ClassVar[tuple[str, ...]] = SECTIONS
+    BUNDLED: ClassVar[str] = ""
+    COMMAND: ClassVar[str] = "simulate"
+
     name: str = "digits-loop"
     seed: int = 0
     device: str = "cpu"
@@ -144,15 +191,7 @@ class RunConfig:
     record: RecordConfig = field(default_factory=RecordConfig)
 
     def __post_init__(self) -> None:
-        _require(bool(self.name) and "/" not in self.name, "name", self.name, "a non-empty name")
-        _require(self.seed >= 0, "seed", self.seed, ">= 0")
-        dev = self.device
-        _require(
-            dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit()),
-            "device",
-            dev,
-            '"cpu", "cuda" or "cuda:N"',
-        )
+        _check_top_level(self.name, self.seed, self.device)
         n_ff = len(self.network.sizes) - 1
         _require(
             len(self.train.lr) == n_ff,
@@ -162,21 +201,145 @@ class RunConfig:
             f"{list(self.network.sizes)})",
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-    def to_toml(self) -> str:
-        """The resolved configuration as TOML text that :func:`loads` reads back unchanged."""
-        d = self.to_dict()
-        lines = [f"{k} = {_toml_value(d[k])}" for k in d if k not in SECTIONS]
-        for s in SECTIONS:
-            lines += ["", f"[{s}]"] + [f"{k} = {_toml_value(v)}" for k, v in d[s].items()]
-        return "\n".join(lines) + "\n"
+# ---------------------------------------------------------------------------------------------
+# ``ctsp train``: discrete sigprop (paper Sec. III-IV)
+# ---------------------------------------------------------------------------------------------
 
-    def diff(self, other: RunConfig) -> list[str]:
-        """Dotted keys whose values differ between two configurations."""
-        a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
-        return [k for k in a if a[k] != b[k]]
+DISCRETE_SECTIONS = ("data", "model", "signal", "train")
+ARCHS = ("fc", "conv", "vgg8b")
+PREDICTIONS = ("classifier", "target")
+COMPARISONS = ("dot", "l2")
+GENERATORS = ("target-only", "target-input", "target-loop", "target-loop-error")
+TARGETS_INTO = ("hidden", "input", "sparse")
+BN_TARGETS = ("input", "running", "joint")
+
+
+@dataclass(frozen=True)
+class TrainDataConfig(DataConfig):
+    crop: int = 0  # random crop after zero-padding by this many pixels (0 = no augmentation)
+    flip: bool = False  # random horizontal flip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.crop >= 0, "data.crop", self.crop, ">= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "fc"  # "fc" | "conv" (Table VI CONV) | "vgg8b"
+    hidden: tuple[int, ...] = (256, 256)  # fc: hidden layers; conv, vgg8b: the dense head
+    channels: tuple[int, ...] = (32, 64)  # conv: channels of the conv layers
+    kernel: int = 5  # conv: kernel size ("same" padding)
+    pool: int = 3  # conv: max-pool size (stride 2) after every conv layer; 0 = none
+    width: int = 1  # vgg8b: channel multiplier (2 = VGG8b(2x))
+    dropout: float = 0.0  # dropout rate after every hidden activation
+    batch_norm: bool = True  # batch norm before every hidden activation
+    slope: float = 0.01  # leaky ReLU negative slope (0 = ReLU)
+    prediction: str = "classifier"  # "classifier" (Fig. 2b) | "target" (output target, Fig. 2a)
+    compare: str = "dot"  # O(h, t) of L_pred and the early exits: "dot" (Eq. 6) | "l2" (Eq. 7)
+
+    def __post_init__(self) -> None:
+        _choice("model.arch", self.arch, ARCHS)
+        _require(min(self.hidden) >= 1, "model.hidden", list(self.hidden), "positive sizes")
+        _require(min(self.channels) >= 1, "model.channels", list(self.channels), "positive")
+        _require(self.kernel >= 1 and self.kernel % 2 == 1, "model.kernel", self.kernel, "odd")
+        _require(self.pool >= 0, "model.pool", self.pool, ">= 0")
+        _require(self.width >= 1, "model.width", self.width, ">= 1")
+        _require(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
+        _require(self.slope >= 0, "model.slope", self.slope, ">= 0")
+        _choice("model.prediction", self.prediction, PREDICTIONS)
+        _choice("model.compare", self.compare, COMPARISONS)
+
+
+@dataclass(frozen=True)
+class SignalConfig:
+    generator: str = "target-only"  # Eq. 1 | "target-input" (Eq. 10) | "target-loop" (Eq. 11)
+    #                                  | "target-loop-error" (Eq. 12)
+    into: str = "hidden"  # first target shaped like h_1 (as in Eq. 1) | "input" (like x, taken
+    #                       by layer 1) | "sparse" (Sec. III-E: shaped like layer 1's weights)
+    sparse_features: int = 0  # fc first layer, into = "sparse": target size (0 = input size / 4)
+    eta: float = 1.0  # target-loop-error: how much of the output error to integrate (Eq. 12)
+    fixed: bool = False  # the target generator keeps its random weights (not trained)
+    bn_targets: str = "input"  # batch-norm statistics: "input" (inputs only, Sec. III-D),
+    #                            "running" (targets in inference mode), "joint" (inputs and targets)
+
+    def __post_init__(self) -> None:
+        _choice("signal.generator", self.generator, GENERATORS)
+        _choice("signal.into", self.into, TARGETS_INTO)
+        _require(self.sparse_features >= 0, "signal.sparse_features", self.sparse_features, ">= 0")
+        _require(self.eta >= 0, "signal.eta", self.eta, ">= 0")
+        _choice("signal.bn_targets", self.bn_targets, BN_TARGETS)
+
+
+@dataclass(frozen=True)
+class DiscreteTrainConfig:
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 5e-4  # Adam learning rate of every layer's optimizer
+    decay: float = 0.25  # step decay factor of the learning rate ...
+    decay_at: tuple[float, ...] = (0.5, 0.75, 0.89, 0.94)  # ... at these fractions of the epochs
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
+        _require(self.batch_size >= 2, "train.batch_size", self.batch_size, ">= 2")
+        _require(self.eval_batch_size >= 1, "train.eval_batch_size", self.eval_batch_size, ">= 1")
+        _require(self.lr > 0, "train.lr", self.lr, "> 0")
+        _require(0 < self.decay <= 1, "train.decay", self.decay, "in (0, 1]")
+        _require(
+            all(0 < f <= 1 for f in self.decay_at),
+            "train.decay_at",
+            list(self.decay_at),
+            "in (0, 1]",
+        )
+
+
+@dataclass(frozen=True)
+class DiscreteRunConfig(ConfigBase):
+    """``ctsp train``: a discrete network trained by sigprop, every layer by its own loss."""
+
+    SECTIONS: ClassVar[tuple[str, ...]] = DISCRETE_SECTIONS
+    BUNDLED: ClassVar[str] = "train"
+    COMMAND: ClassVar[str] = "train"
+
+    name: str = "digits-fc"
+    seed: int = 0
+    device: str = "cpu"
+    data: TrainDataConfig = field(default_factory=TrainDataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    signal: SignalConfig = field(default_factory=SignalConfig)
+    train: DiscreteTrainConfig = field(default_factory=DiscreteTrainConfig)
+
+    def __post_init__(self) -> None:
+        _check_top_level(self.name, self.seed, self.device)
+        g = self.signal.generator
+        if g.startswith("target-loop") and self.model.prediction != "classifier":
+            raise ConfigError(
+                f"signal.generator = {g!r} feeds the classification layer's output back "
+                'and needs model.prediction = "classifier"'
+            )
+        if g == "target-input" and self.signal.into == "sparse":
+            raise ConfigError(
+                'signal.generator = "target-input" scales and shifts h_1 or x: use signal.into '
+                '= "hidden" or "input", not "sparse"'
+            )
+
+
+ROOTS = (RunConfig, DiscreteRunConfig)
+
+
+def _check_top_level(name: str, seed: int, device: str) -> None:
+    _require(bool(name) and "/" not in name, "name", name, "a non-empty name")
+    _require(seed >= 0, "seed", seed, ">= 0")
+    _require(
+        device == "cpu"
+        or device == "cuda"
+        or (device.startswith("cuda:") and device[5:].isdigit()),
+        "device",
+        device,
+        '"cpu", "cuda" or "cuda:N"',
+    )
 
 
 def _require(ok: bool, key: str, value: Any, expected: str) -> None:
@@ -259,46 +422,58 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
-def from_dict(values: dict[str, Any]) -> RunConfig:
-    """Build and validate a :class:`RunConfig` from a (possibly partial) nested dict."""
-    return _build(RunConfig, values, "")
+def from_dict(values: dict[str, Any], cls: type | None = None) -> Any:
+    """Build and validate a root config (default :class:`RunConfig`) from a partial nested dict."""
+    return _build(cls or RunConfig, values, "")
 
 
-def loads(text: str, source: str = "<string>") -> RunConfig:
-    """Parse TOML text into a validated :class:`RunConfig`."""
+def loads(text: str, source: str = "<string>", cls: type | None = None) -> Any:
+    """Parse TOML text into a validated root config (default :class:`RunConfig`)."""
     try:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from None
-    return from_dict(values)
+    return from_dict(values, cls)
 
 
-def bundled(name: str) -> Path | None:
-    """Path of a ready-made config shipped with ctsp (``ctsp/configs/<name>.toml``), if any."""
-    path = Path(__file__).parent / "configs" / f"{name}.toml"
+def _bundled_dir(cls: type | None) -> Path:
+    return Path(__file__).parent / "configs" / (cls or RunConfig).BUNDLED
+
+
+def bundled(name: str, cls: type | None = None) -> Path | None:
+    """Path of a ready-made config shipped with ctsp, if any: ``ctsp/configs/<name>.toml`` for
+    :class:`RunConfig`, ``ctsp/configs/train/<name>.toml`` for :class:`DiscreteRunConfig`."""
+    path = _bundled_dir(cls) / f"{name}.toml"
     return path if path.is_file() else None
 
 
-def bundled_names() -> list[str]:
-    return sorted(p.stem for p in (Path(__file__).parent / "configs").glob("*.toml"))
+def bundled_names(cls: type | None = None) -> list[str]:
+    return sorted(p.stem for p in _bundled_dir(cls).glob("*.toml"))
 
 
-def load(path_or_name: str | Path) -> RunConfig:
+def load(path_or_name: str | Path, cls: type | None = None) -> Any:
     """Load a TOML config file, or a bundled config by name (see :func:`bundled_names`)."""
+    cls = cls or RunConfig
     path = Path(path_or_name)
     if not path.is_file():
-        found = bundled(str(path_or_name))
+        found = bundled(str(path_or_name), cls)
         if found is None:
+            for other in ROOTS:
+                if other is not cls and bundled(str(path_or_name), other) is not None:
+                    raise ConfigError(
+                        f"config {str(path_or_name)!r} is a bundled `ctsp {other.COMMAND}` "
+                        f"config, not a `ctsp {cls.COMMAND}` one"
+                    )
             raise ConfigError(
                 f"config {str(path_or_name)!r} is neither a file nor a bundled config "
-                f"({', '.join(bundled_names())})"
+                f"({', '.join(bundled_names(cls))})"
             )
         path = found
     try:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-    return loads(text, str(path))
+    return loads(text, str(path), cls)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -313,16 +488,16 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def with_overrides(config: RunConfig, overrides: list[tuple[list[str], Any]]) -> RunConfig:
-    """A new config with dotted-key overrides applied and validated."""
-    d = config.to_dict()
+def with_overrides(config: Any, overrides: list[tuple[list[str], Any]]) -> Any:
+    """A new config of the same root class with dotted-key overrides applied and validated."""
+    d, sections = config.to_dict(), type(config).SECTIONS
     for path, value in overrides:
         node = d
         for part in path[:-1]:
             if not isinstance(node.get(part), dict):
                 raise ConfigError(
-                    f"unknown config section {'.'.join(path[:-1])!r}; valid: {', '.join(SECTIONS)}"
+                    f"unknown config section {'.'.join(path[:-1])!r}; valid: {', '.join(sections)}"
                 )
             node = node[part]
         node[path[-1]] = value
-    return from_dict(d)
+    return from_dict(d, type(config))

@@ -14,23 +14,22 @@ Evaluation runs the free phase alone and predicts argmax of the output rates. Ea
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import xarray as xr
 from torch import Tensor
 
 from . import data as datasets
-from .config import RunConfig, loads
+from . import runs
+from .config import RunConfig
 from .dynamics import Field
-from .errors import ConfigError, CtspError, DivergenceError, RunDirError
+from .errors import ConfigError, DivergenceError
 from .layers import CHL
-from .rundir import atomic_write, prepare, write_text
+from .rundir import prepare, write_text
+from .runs import RunResult, metrics_dataset, resolve_device, save_netcdf, save_torch
 from .solver import Relaxation, relax
 
 # keys (or key prefixes ending in ".") that a resumed run may change
@@ -61,23 +60,6 @@ class Phases:
     base_rates: Tensor
     nudged_rates: Tensor
     beta: float
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What :func:`simulate` returns: the run directory, the metrics and the trained network."""
-
-    path: Path
-    metrics: xr.Dataset
-    network: torch.nn.Module
-
-    @property
-    def final_test_error(self) -> float:
-        return float(self.metrics.test_error[-1])
-
-    @property
-    def best_test_error(self) -> float:
-        return float(self.metrics.test_error.min())
 
 
 class Recorder:
@@ -133,12 +115,6 @@ def check_sizes(config: RunConfig, data: datasets.Dataset) -> None:
             f"{data.n_features} input features ({'x'.join(map(str, data.image_shape))}) and "
             f"{data.classes} classes, so sizes must be [{data.n_features}, ..., {data.classes}]"
         )
-
-
-def resolve_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CtspError(f"device {name!r} requested but CUDA is not available on this machine")
-    return torch.device(name)
 
 
 class Trainer:
@@ -295,30 +271,6 @@ def check_finite(*tensors: Tensor) -> None:
             raise DivergenceError("the simulation diverged: NaN or Inf in the network state")
 
 
-def metrics_dataset(rows: list[dict], config: RunConfig) -> xr.Dataset:
-    """Per-epoch metrics as an xarray Dataset with dimension ``epoch`` (errors as fractions)."""
-    epochs = [r["epoch"] for r in rows]
-    names = [k for k in rows[0] if k != "epoch"] if rows else []
-    ds = xr.Dataset(
-        {k: ("epoch", np.array([r[k] for r in rows], dtype=float)) for k in names},
-        coords={"epoch": np.array(epochs, dtype=np.int64)},
-    )
-    units = {"seconds": "s", "steps": "solver steps per minibatch", "error": "fraction"}
-    for k in names:
-        ds[k].attrs["units"] = next((u for s, u in units.items() if s in k), "")
-    ds.attrs["config"] = json.dumps(config.to_dict())
-    ds.attrs["title"] = f"ctsp simulate: {config.name}"
-    return ds
-
-
-def save_netcdf(ds: xr.Dataset, path: Path) -> None:
-    atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
-
-
-def save_torch(obj, path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
 def simulate(
     config: RunConfig,
     out: str | Path | None = None,
@@ -370,7 +322,7 @@ def simulate(
     n = data.train_x.shape[0]
     for epoch in range(len(rows), tc.epochs):
         t0 = time.perf_counter()
-        bar = _progress(-(-n // tc.batch_size), f"epoch {epoch + 1}/{tc.epochs}", progress)
+        bar = runs.progress_bar(-(-n // tc.batch_size), f"epoch {epoch + 1}/{tc.epochs}", progress)
         try:
             wrong, free_stats, clamped_stats = trainer.train_epoch(data, epoch, bar, recorders)
         except DivergenceError as e:
@@ -431,22 +383,4 @@ def simulate(
 
 def load_checkpoint(path: Path, config: RunConfig) -> dict:
     """Read ``checkpoint.pt`` and refuse a config that differs beyond ``RESUMABLE_KEYS``."""
-    try:
-        ckpt = torch.load(path / "checkpoint.pt", map_location=config.device, weights_only=False)
-        saved = loads(ckpt["config"], str(path / "checkpoint.pt"))
-    except (OSError, RuntimeError, KeyError, EOFError) as e:
-        raise RunDirError(f"cannot read checkpoint {path / 'checkpoint.pt'}: {e}") from None
-    differ = [k for k in config.diff(saved) if not k.startswith(RESUMABLE_KEYS)]
-    if differ:
-        raise RunDirError(
-            f"cannot resume {path}: the config differs from the saved run in {', '.join(differ)}"
-        )
-    return ckpt
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
+    return runs.load_checkpoint(path, config, RESUMABLE_KEYS)

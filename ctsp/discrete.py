@@ -1,0 +1,279 @@
+"""Discrete sigprop training (``ctsp train``): forward only, every layer learns from its own loss.
+
+For every minibatch (paper Sec. III-A, Fig. 2a/2b; Sec. IV settings by default):
+
+1. the target generator (``ctsp.signals``) turns the learning signal (the one-hot vectors of all
+   classes; for the target-loop generators also the network's own output from an inference
+   pass) into the first targets;
+2. the input x and the targets go forward through the same layers (Eq. 1-3,
+   ``DiscreteNetwork.pairs``). As soon as layer i has formed (h_i, t_i), its rule computes
+   L(h_i, t_i) (L_pred, Eq. 9; cross entropy for a classification layer), back-propagates it
+   into layer i alone (its inputs arrive detached) and steps layer i's own Adam optimizer; then
+   (h_i, t_i) go on to layer i+1. No gradient crosses a layer; J = sum_i L(h_i, t_i) (Eq. 4) is
+   never formed.
+
+Evaluation: the early exits of every layer (Eq. 8) on the test (and validation) set; the
+network's prediction is the last layer's. Learning rate: step decay by ``train.decay`` at the
+``train.decay_at`` fractions of the epochs (paper: x0.25 at 50/75/89/94 %).
+
+The run directory follows ``ctsp simulate``: ``config.toml``, ``metrics.nc`` (per epoch; the
+per-layer variables ``train_loss``, ``train_exit_error``, ``test_exit_error`` and
+``val_exit_error`` have dims (epoch, layer)), ``checkpoint.pt`` (atomic, every epoch: model,
+optimizers, metrics rows) and ``best.pt``. The shuffling, augmentation and dropout of epoch e come
+from generators seeded by (seed, e), so a resumed run repeats an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from . import data as datasets
+from . import runs
+from .config import DiscreteRunConfig, DiscreteTrainConfig
+from .errors import DivergenceError
+from .layers import ClassifierCE, LPred
+from .rundir import prepare, write_text
+from .runs import RunResult, metrics_dataset, resolve_device, save_netcdf, save_torch
+
+# keys (or key prefixes ending in ".") that a resumed run may change
+RESUMABLE_KEYS = ("train.epochs", "device")
+
+
+def build_network(config: DiscreteRunConfig, image_shape: tuple[int, int, int], classes: int):
+    """The network of ``config.model`` and ``config.signal``, seeded by ``config.seed``."""
+    from models.discrete import build
+
+    torch.manual_seed(config.seed)
+    return build(config.model, config.signal, image_shape, classes)
+
+
+def learning_rate(train: DiscreteTrainConfig, epoch: int) -> float:
+    """The step-decayed learning rate of (0-based) ``epoch``: ``lr`` times ``decay`` for every
+    milestone floor(f * epochs), f in ``decay_at``, that the epoch has reached (with 100
+    epochs: epochs 50, 75, 89 and 94)."""
+    milestones = [int(f * train.epochs + 1e-9) for f in train.decay_at]
+    return train.lr * train.decay ** sum(epoch >= m for m in milestones)
+
+
+def augment(x: Tensor, gen: torch.Generator, crop: int = 0, flip: bool = False) -> Tensor:
+    """Random crop (zero-pad by ``crop`` pixels, cut the original size at a random offset per
+    image) and random horizontal flip, drawn from ``gen``. x: (B, C, H, W)."""
+    b, _, h, w = x.shape
+    if crop:
+        padded = torch.nn.functional.pad(x, (crop, crop, crop, crop)).permute(0, 2, 3, 1)
+        dy, dx = torch.randint(0, 2 * crop + 1, (2, b), generator=gen).to(x.device)
+        rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
+        cols = dx[:, None] + torch.arange(w, device=x.device)  # (B, W)
+        batch = torch.arange(b, device=x.device)[:, None, None]
+        x = padded[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+    if flip:
+        flipped = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+        x = torch.where(flipped[:, None, None, None], x.flip(3), x)
+    return x
+
+
+class DiscreteTrainer:
+    """The per-layer rules of one network and its training and evaluation; no files, no
+    printing (see :func:`train`).
+
+    ``rules[i]`` trains layer i (and the target generator, for i = 0) with its own Adam
+    optimizer: :class:`ctsp.layers.ClassifierCE` for a classification layer, else
+    :class:`ctsp.layers.LPred` with the network's comparison.
+    """
+
+    def __init__(self, net, config: DiscreteRunConfig, device: torch.device) -> None:
+        self.net, self.config, self.device = net, config, device
+        lr = config.train.lr
+        self.rules: list[LPred] = []
+        for i in range(len(net.layers)):
+            params = net.layer_parameters(i)
+            last = i == len(net.layers) - 1
+            if last and net.prediction == "classifier":
+                self.rules.append(ClassifierCE(params, lr=lr))
+            else:
+                self.rules.append(LPred(params, compare=net.compare_name, lr=lr))
+
+    def set_epoch(self, epoch: int) -> float:
+        """Set every optimizer's learning rate for (0-based) ``epoch``; returns it."""
+        lr = learning_rate(self.config.train, epoch)
+        for rule in self.rules:
+            rule.set_lr(lr)
+        return lr
+
+    def train_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One minibatch: every layer updates as soon as its (h_i, t_i) arrive.
+
+        Returns each layer's loss and its number of wrong early-exit predictions, (L,) each.
+        """
+        losses, wrong = [], []
+        pairs = self.net.pairs(x)
+        for name, rule, (h, t) in zip(self.net.names, self.rules, pairs, strict=True):
+            try:
+                loss, logits = rule.update(h, t, y)
+            except DivergenceError:
+                raise DivergenceError(
+                    f"training diverged: NaN or Inf in the loss of layer {name}"
+                ) from None
+            losses.append(loss)
+            wrong.append((logits.argmax(1) != y).sum())
+        return torch.stack(losses), torch.stack(wrong)
+
+    def train_epoch(self, data: datasets.Dataset, epoch: int, bar=None) -> dict:
+        """One pass over the training set; the order, augmentation and dropout come from
+        generators seeded by (seed, epoch). Returns per-layer mean losses and exit errors."""
+        tc, dc, n = self.config.train, self.config.data, data.train_x.shape[0]
+        seed = self.config.seed * 1_000_003 + epoch
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed + 1)  # dropout
+        self.net.train()
+        layers = len(self.net.layers)
+        loss_sum = torch.zeros(layers, dtype=torch.float64)
+        wrong = torch.zeros(layers, dtype=torch.int64)
+        seen = 0
+        for idx in torch.randperm(n, generator=gen).split(tc.batch_size):
+            if idx.shape[0] < 2:  # batch norm needs two samples: a last batch of one is left out
+                continue
+            x, y = data.train_x[idx].to(self.device), data.train_y[idx].to(self.device)
+            if dc.crop or dc.flip:
+                x = augment(x, gen, dc.crop, dc.flip)
+            losses, w = self.train_batch(x, y)
+            loss_sum += losses.double().cpu() * idx.shape[0]
+            wrong += w.cpu()
+            seen += idx.shape[0]
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"train err {int(wrong[-1]) / seen:.3f}", refresh=False)
+        for p in self.net.parameters():
+            if not bool(torch.isfinite(p).all()):
+                raise DivergenceError("training diverged: NaN or Inf in the weights")
+        seen = max(seen, 1)
+        return {"loss": (loss_sum / seen).tolist(), "exit_error": (wrong.double() / seen).tolist()}
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor) -> list[float]:
+        """Early-exit test error (fraction) of every layer, in eval mode."""
+        bs, layers = self.config.train.eval_batch_size, len(self.net.layers)
+        wrong = torch.zeros(layers, dtype=torch.int64)
+        self.net.eval()
+        try:
+            for i in range(0, x.shape[0], bs):
+                pred = self.net.predict_exits(x[i : i + bs].to(self.device)).cpu()
+                wrong += (pred != y[i : i + bs, None]).sum(0)
+        finally:
+            self.net.train()
+        return (wrong.double() / max(x.shape[0], 1)).tolist()
+
+    def state_dict(self) -> list[dict]:
+        return [rule.state_dict() for rule in self.rules]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        for rule, state in zip(self.rules, states, strict=True):
+            rule.load_state_dict(state)
+
+
+def train(
+    config: DiscreteRunConfig,
+    out: str | Path | None = None,
+    *,
+    force: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    log=None,
+) -> RunResult:
+    """Train the discrete sigprop network of ``config`` and write its run directory.
+
+    Args:
+        config: the resolved configuration.
+        out: run directory (default runs/<UTC timestamp>-<name>).
+        force: overwrite an existing non-empty run directory.
+        resume: continue the run in ``out`` from its checkpoint (the config may differ from the
+            saved one only in ``train.epochs`` and ``device``).
+        progress: show a progress bar within each epoch (stderr).
+        log: callable receiving one summary line per epoch (default: print to stdout).
+    """
+    log = log or (lambda line: print(line, flush=True))
+    device = resolve_device(config.device)
+    data = datasets.load(
+        config.data.name,
+        data_dir=config.data.dir or None,
+        validation=config.data.validation,
+        seed=config.seed,
+    )
+    net = build_network(config, data.image_shape, data.classes)
+    path = prepare(Path(out) if out is not None else None, config.name, force=force, resume=resume)
+    net = net.to(device)
+    trainer = DiscreteTrainer(net, config, device)
+    rows: list[dict] = []
+    best = {"error": float("inf"), "epoch": -1, "test_error": float("nan")}
+    if resume:
+        ckpt = runs.load_checkpoint(path, config, RESUMABLE_KEYS)
+        net.load_state_dict(ckpt["model"])
+        trainer.load_state_dict(ckpt["optimizers"])
+        rows, best = ckpt["rows"], ckpt["best"]
+    write_text(path / "config.toml", config.to_toml())
+    has_val = data.val_x.shape[0] > 0
+    select = "val_error" if has_val else "test_error"
+    tc, n, names = config.train, data.train_x.shape[0], list(net.names)
+    for epoch in range(len(rows), tc.epochs):
+        t0 = time.perf_counter()
+        lr = trainer.set_epoch(epoch)
+        bar = runs.progress_bar(-(-n // tc.batch_size), f"epoch {epoch + 1}/{tc.epochs}", progress)
+        try:
+            stats = trainer.train_epoch(data, epoch, bar)
+        except DivergenceError as e:
+            raise DivergenceError(
+                f"{e} at epoch {epoch + 1}; the last good checkpoint is kept in {path}"
+            ) from None
+        finally:
+            if bar is not None:
+                bar.close()
+        train_seconds = time.perf_counter() - t0
+        test_exits = trainer.evaluate(data.test_x, data.test_y)
+        row = {
+            "epoch": epoch + 1,
+            "train_error": stats["exit_error"][-1],
+            "test_error": test_exits[-1],
+        }
+        if has_val:
+            val_exits = trainer.evaluate(data.val_x, data.val_y)
+            row["val_error"] = val_exits[-1]
+        row.update(
+            train_loss=stats["loss"],
+            train_exit_error=stats["exit_error"],
+            test_exit_error=test_exits,
+        )
+        if has_val:
+            row["val_exit_error"] = val_exits
+        row.update(lr=lr, epoch_seconds=time.perf_counter() - t0, train_seconds=train_seconds)
+        rows.append(row)
+        if row[select] < best["error"]:
+            best = {"error": row[select], "epoch": epoch + 1, "test_error": row["test_error"]}
+            save_torch({"model": net.state_dict(), **best}, path / "best.pt")
+        save_netcdf(metrics_dataset(rows, config, names), path / "metrics.nc")
+        save_torch(
+            {
+                "model": net.state_dict(),
+                "optimizers": trainer.state_dict(),
+                "rows": rows,
+                "best": best,
+                "config": config.to_toml(),
+            },
+            path / "checkpoint.pt",
+        )
+        exits = " ".join(f"{name} {e:.1%}" for name, e in zip(names, test_exits, strict=True))
+        log(
+            f"epoch {epoch + 1:>3}/{tc.epochs}  train {row['train_error']:.2%}  "
+            f"test {row['test_error']:.2%}"
+            + (f"  val {row['val_error']:.2%}" if has_val else "")
+            + f"  exits: {exits}  {row['epoch_seconds']:.1f} s"
+        )
+    metrics = metrics_dataset(rows, config, names)
+    log(
+        f"final test error {rows[-1]['test_error']:.2%} (epoch {rows[-1]['epoch']}); "
+        f"best {best['test_error']:.2%} (epoch {best['epoch']}, by {select}); run in {path}"
+    )
+    return RunResult(path, metrics, net)

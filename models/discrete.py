@@ -1,0 +1,263 @@
+"""Discrete sigprop networks (paper Sec. III-IV; Tables I, III, VI), built from ctsp's layers.
+
+A network is a stack of :class:`ctsp.layers.SignalLayer` (projection + static neuron + optional
+max-pool) and a target generator (:mod:`ctsp.signals`). Training feeds the input x and the
+targets through the same layers (Eq. 1-3); :meth:`DiscreteNetwork.pairs` yields each layer's
+(h_i, t_i) as it is formed, every layer's inputs detached, so that a layer's loss L(h_i, t_i)
+reaches only that layer's parameters (and, for layer 1, the generator's).
+
+The last layer is either a classification layer (``prediction = "classifier"``, Fig. 2b: a
+Linear layer to the m classes trained by cross entropy; the targets stop before it) or an output
+layer whose prediction compares h_L with the class targets t_L (``"target"``, Fig. 2a). Every
+layer gives an early-exit prediction (Eq. 8).
+
+Architectures (``arch``), for 1x28x28, 3x32x32 or 1x8x8 (digits) inputs:
+
+- ``fc``: Linear -> BN -> leaky ReLU -> dropout per hidden layer (Table VI: 2x800, 3x800,
+  4x800, 3x1000 with dropout), then the output layer;
+- ``conv``: the small CONV network of Table VI. The paper does not spell it out; this follows
+  the DFA paper's CIFAR network it is compared with: conv 5x5 ("same") with 32 and 64 channels,
+  each followed by a 3x3 max-pool of stride 2, one dense layer of 1000, the output layer;
+- ``vgg8b``: conv 3x3 [128, 256, M, 256, 512, M, 512, M, 512, M] (M = 2x2 max-pool) x width,
+  each conv -> BN -> leaky ReLU -> dropout, then a dense head (1024) and the output layer.
+  7.3 M parameters for 28x28 inputs, 8.9 M for 32x32 (without the target generator).
+
+Weights: PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)); layers followed by batch norm
+have no bias.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ctsp.config import ModelConfig, SignalConfig
+from ctsp.errors import ConfigError
+from ctsp.layers import Conv2d, Linear, SignalLayer, StaticNeuron, comparison, pooled_size
+from ctsp.signals import TargetGenerator, make_generator
+
+VGG8B_CHANNELS = (128, 256, "M", 256, 512, "M", 512, "M", 512, "M")
+
+
+class DiscreteNetwork(nn.Module):
+    """Layers, names, a target generator and how predictions are made.
+
+    Args:
+        layers: the SignalLayers, input side first; the last maps to the m classes.
+        names: one name per layer (``fc1``, ``conv1``, …, ``out``).
+        signal: the target generator.
+        into: where the first target enters: "hidden" (it is t_1), "input" or "sparse" (it is
+            t_0, taken by layer 1).
+        prediction: "classifier" (Fig. 2b) or "target" (Fig. 2a).
+        compare: the comparison O of the early exits and of L_pred ("dot" or "l2").
+    """
+
+    def __init__(
+        self,
+        layers: list[SignalLayer],
+        names: list[str],
+        signal: TargetGenerator,
+        *,
+        into: str = "hidden",
+        prediction: str = "classifier",
+        compare: str = "dot",
+    ) -> None:
+        super().__init__()
+        if len(layers) != len(names) or len(layers) < 2:
+            raise ValueError("a network needs at least two layers and one name per layer")
+        self.layers = nn.ModuleList(layers)
+        self.names = tuple(names)
+        self.signal = signal
+        self.into, self.prediction, self.compare_name = into, prediction, compare
+        self.compare = comparison(compare)
+        self.classes = signal.classes
+
+    def layer_parameters(self, i: int) -> list[nn.Parameter]:
+        """The parameters layer i's loss trains: its own, and the generator's for layer 1."""
+        params = list(self.layers[i].parameters())
+        return params + list(self.signal.parameters()) if i == 0 else params
+
+    def first_targets(self, x: Tensor, h1: Tensor | None, feedback: Tensor | None) -> Tensor:
+        """The generator's output for this minibatch (t_0 or t_1, see ``into``)."""
+        base = x if self.into != "hidden" else h1
+        return self.signal(base=base, feedback=feedback)
+
+    def pairs(self, x: Tensor) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """Forward pass with the learning signal: yields (h_i, t_i) for every layer i in order.
+
+        x: (B, C, H, W). h_i: (B, ...). t_i: the class targets (m, ...) or the per-sample ones
+        (B, m, ...) (see ``ctsp.signals``); None for the classification layer. The inputs of
+        every layer are detached, so the graph of (h_i, t_i) holds layer i alone (and the
+        generator for i = 1); the generator's output is not detached before layer 1. The next
+        layer is computed only when the caller asks for it, after it has used (h_i, t_i).
+        """
+        sig = self.signal
+        feedback = self.feedback(x) if sig.needs_feedback else None
+        t = self.first_targets(x, None, feedback) if self.into != "hidden" else None
+        h, b, last = x, x.shape[0], len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if i == last and self.prediction == "classifier":
+                z, _ = layer(h.detach())
+                yield z, None
+                return
+            t_in = None
+            if t is not None:
+                t_in = t.flatten(0, 1) if sig.per_sample else t
+                t_in = t_in if i == 0 else t_in.detach()
+            h, t = layer(h.detach(), t_in)
+            if i == 0 and self.into == "hidden":
+                t = self.first_targets(x, h, feedback)
+            elif t is not None and sig.per_sample:
+                t = t.unflatten(0, (b, self.classes))
+            yield h, t
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Inference: the final prediction's logits (B, m). With a classification layer only
+        the input passes (no target, no generator); with output targets, O(h_L, t_L)."""
+        if self.prediction != "classifier":
+            return self.exit_logits(x)[-1]
+        h = x
+        for layer in self.layers:
+            h, _ = layer(h)
+        return h
+
+    @torch.no_grad()
+    def feedback(self, x: Tensor) -> Tensor:
+        """The classification layer's output z (B, m) of an inference pass (eval mode): the
+        context of the target-loop generators (Fig. 2c)."""
+        was = self.training
+        self.eval()
+        try:
+            return self.forward(x)
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def exit_logits(self, x: Tensor) -> list[Tensor]:
+        """Early exits (Eq. 8): one (B, m) logit tensor per layer, O(h_i, t_i) for layers with
+        targets, the output itself for the classification layer. Call in eval mode (in train
+        mode the batch-norm running statistics would move)."""
+        return [h if t is None else self.compare(h, t) for h, t in self.pairs(x)]
+
+    def predict_exits(self, x: Tensor) -> Tensor:
+        """The class predicted at every layer, (B, L)."""
+        return torch.stack([z.argmax(1) for z in self.exit_logits(x)], 1)
+
+
+def _neuron(features: int, model: ModelConfig, bn_targets: str) -> StaticNeuron:
+    return StaticNeuron(
+        features,
+        batch_norm=model.batch_norm,
+        slope=model.slope,
+        dropout=model.dropout,
+        bn_targets=bn_targets,
+    )
+
+
+def _dense(n_in: int, n_out: int, model: ModelConfig, bn_targets: str, flatten: bool):
+    proj = Linear(n_in, n_out, bias=not model.batch_norm, grad=True, init="fan_in")
+    return SignalLayer(proj, _neuron(n_out, model, bn_targets), flatten=flatten)
+
+
+def _conv(c_in, c_out, kernel, pool, model: ModelConfig, bn_targets: str) -> SignalLayer:
+    proj = Conv2d(
+        c_in,
+        c_out,
+        kernel,
+        padding=kernel // 2,
+        bias=not model.batch_norm,
+        grad=True,
+        init="fan_in",
+    )
+    return SignalLayer(proj, _neuron(c_out, model, bn_targets), pool=pool, pool_stride=2)
+
+
+def _output(n_in: int, classes: int, flatten: bool) -> SignalLayer:
+    proj = Linear(n_in, classes, bias=True, grad=True, init="fan_in")
+    neuron = StaticNeuron(classes, batch_norm=False, activation="identity")
+    return SignalLayer(proj, neuron, flatten=flatten)
+
+
+def build_layers(
+    model: ModelConfig, image_shape: tuple[int, int, int], classes: int, bn_targets: str = "input"
+) -> tuple[list[SignalLayer], list[str], list[tuple[int, ...]]]:
+    """The layers of ``model.arch`` for images (C, H, W): (layers, names, output shapes)."""
+    c, hgt, wid = image_shape
+    layers, names, shapes = [], [], []
+    convs: list[tuple[int, int, int]] = []  # (channels, kernel, pool)
+    if model.arch == "conv":
+        convs = [(ch, model.kernel, model.pool) for ch in model.channels]
+    elif model.arch == "vgg8b":
+        spec = list(VGG8B_CHANNELS)
+        for j, ch in enumerate(spec):
+            if ch != "M":
+                pool = 2 if j + 1 < len(spec) and spec[j + 1] == "M" else 0
+                convs.append((ch * model.width, 3, pool))
+    for k, (ch, kernel, pool) in enumerate(convs):
+        layers.append(_conv(c, ch, kernel, pool, model, bn_targets))
+        c, hgt, wid = ch, pooled_size(hgt, pool, 2), pooled_size(wid, pool, 2)
+        names.append(f"conv{k + 1}")
+        shapes.append((c, hgt, wid))
+    n, flatten = c * hgt * wid, True
+    for k, size in enumerate(model.hidden):
+        layers.append(_dense(n, size, model, bn_targets, flatten))
+        n, flatten = size, False
+        names.append(f"fc{k + 1}")
+        shapes.append((n,))
+    layers.append(_output(n, classes, flatten))
+    names.append("out")
+    shapes.append((classes,))
+    return layers, names, shapes
+
+
+def target_shape(
+    signal: SignalConfig,
+    first: SignalLayer,
+    image_shape: tuple[int, int, int],
+    first_output: tuple[int, ...],
+) -> tuple[int, ...]:
+    """The shape of one first target for ``signal.into`` (see ``ctsp.signals``)."""
+    if signal.into == "hidden":
+        return first_output
+    if signal.into == "input":
+        return tuple(image_shape)
+    p = first.projection
+    if isinstance(p, Conv2d):  # Sec. III-E: a target shaped like the weights, (c_in, k, k)
+        return (p.c_in, p.kernel, p.kernel)
+    n = signal.sparse_features or max(1, p.n_in // 4)
+    if n >= p.n_in:
+        raise ConfigError(
+            f"signal.sparse_features = {n} must be smaller than the first layer's input "
+            f"({p.n_in} features)"
+        )
+    return (n,)
+
+
+def build(
+    model: ModelConfig,
+    signal: SignalConfig,
+    image_shape: tuple[int, int, int],
+    classes: int,
+) -> DiscreteNetwork:
+    """The network of ``model`` with the target generator of ``signal`` (seed torch first)."""
+    layers, names, shapes = build_layers(model, image_shape, classes, signal.bn_targets)
+    shape = target_shape(signal, layers[0], image_shape, shapes[0])
+    slope = model.slope if signal.into == "hidden" else None
+    gen = make_generator(
+        signal.generator, classes, shape, slope=slope, fixed=signal.fixed, eta=signal.eta
+    )
+    return DiscreteNetwork(
+        layers,
+        names,
+        gen,
+        into=signal.into,
+        prediction=model.prediction,
+        compare=model.compare,
+    )
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(math.prod(p.shape) for p in module.parameters())
