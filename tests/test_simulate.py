@@ -103,3 +103,13 @@ def test_sizes_must_match_the_dataset(tmp_path):
     with pytest.raises(ConfigError, match=r"do not match dataset digits: it has 64 input features"):
         simulate(c, tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_run_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    result = simulate(small(1), tmp_path / "r", progress=False, log=lambda s: None)
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("config.toml", "metrics.nc", "checkpoint.pt"):
+        assert (result.path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
