@@ -62,7 +62,7 @@ def advance(config: cfg.RunConfig, path: Path, deadline: float) -> bool:
 def row(name: str, config: cfg.RunConfig, path: Path) -> str:
     with xr.open_dataset(path / "metrics.nc", engine="scipy") as m:
         m = m.load()
-    best = int(m.test_error.argmin())
+    best = int(m.test_error.argmin("epoch"))
     val = f"{float(m.val_error[best]):.2%}" if "val_error" in m else "—"
     return (
         f"| {name} | {config.data.name} | {list(config.network.sizes)} | {m.sizes['epoch']}"
