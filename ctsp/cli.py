@@ -149,25 +149,18 @@ def resolve_config(args: argparse.Namespace):
     return cfg.with_overrides(base, overrides)
 
 
-def _simulate(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
+    """``ctsp simulate`` or ``ctsp train``: resolve the config, then print it or run it."""
     config = resolve_config(args)
     if args.print_config:
         print(config.to_toml(), end="")
         return 0
-    from .simulate import simulate
+    if args.command == "simulate":
+        from .simulate import simulate as run
+    else:
+        from .discrete import train as run
 
-    simulate(config, args.out, force=args.force, resume=args.resume, progress=not args.no_progress)
-    return 0
-
-
-def _train(args: argparse.Namespace) -> int:
-    config = resolve_config(args)
-    if args.print_config:
-        print(config.to_toml(), end="")
-        return 0
-    from .discrete import train
-
-    train(config, args.out, force=args.force, resume=args.resume, progress=not args.no_progress)
+    run(config, args.out, force=args.force, resume=args.resume, progress=not args.no_progress)
     return 0
 
 
@@ -190,10 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "simulate":
-            return _simulate(args)
-        if args.command == "train":
-            return _train(args)
+        if args.command in ("simulate", "train"):
+            return _run(args)
         if args.command == "data":
             return _data(args)
         if args.command == "configs":
