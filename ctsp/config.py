@@ -22,9 +22,10 @@ A ``DiscreteRunConfig`` has the same top-level keys and four sections::
 
     [data]     name, dir, validation, crop, flip
     [model]    arch, hidden, channels, kernel, pool, width, dropout, batch_norm, slope,
-               prediction, compare
+               prediction, compare, time_steps, threshold, spike_loss
     [signal]   generator, into, sparse_features, eta, fixed, bn_targets
-    [train]    epochs, batch_size, lr, decay, decay_at, eval_batch_size
+    [train]    epochs, batch_size, lr, decay, decay_at, schedule, t_max, rule, precision,
+               eval_batch_size
 
 Every key is documented on its dataclass field below. Unknown keys, wrong types and out-of-range
 values raise :class:`ctsp.errors.ConfigError` with one line naming the key. ``to_toml`` writes a
@@ -207,7 +208,12 @@ class RunConfig(ConfigBase):
 # ---------------------------------------------------------------------------------------------
 
 DISCRETE_SECTIONS = ("data", "model", "signal", "train")
-ARCHS = ("fc", "conv", "vgg8b")
+ARCHS = ("fc", "conv", "vgg8b", "snn")
+RULES = ("sigprop", "bp", "fa", "dfa", "ll-bp", "ll-fa", "shallow")
+SNN_RULES = ("sigprop", "bp", "shallow")  # Table V: SP (surrogate/voltage), BP, Shallow
+SCHEDULES = ("step", "cosine")
+PRECISIONS = ("float32", "float16", "bfloat16")
+SPIKE_LOSSES = ("surrogate", "voltage")
 PREDICTIONS = ("classifier", "target")
 COMPARISONS = ("dot", "l2")
 GENERATORS = ("target-only", "target-input", "target-loop", "target-loop-error")
@@ -227,9 +233,9 @@ class TrainDataConfig(DataConfig):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "fc"  # "fc" | "conv" (Table VI CONV) | "vgg8b"
-    hidden: tuple[int, ...] = (256, 256)  # fc: hidden layers; conv, vgg8b: the dense head
-    channels: tuple[int, ...] = (32, 64)  # conv: channels of the conv layers
+    arch: str = "fc"  # "fc" | "conv" (Table VI CONV) | "vgg8b" | "snn" (Table V spiking conv)
+    hidden: tuple[int, ...] = (256, 256)  # fc: hidden layers; conv, vgg8b, snn: the dense head
+    channels: tuple[int, ...] = (32, 64)  # conv, snn: channels of the conv layers
     kernel: int = 5  # conv: kernel size ("same" padding)
     pool: int = 3  # conv: max-pool size (stride 2) after every conv layer; 0 = none
     width: int = 1  # vgg8b: channel multiplier (2 = VGG8b(2x))
@@ -238,9 +244,16 @@ class ModelConfig:
     slope: float = 0.01  # leaky ReLU negative slope (0 = ReLU)
     prediction: str = "classifier"  # "classifier" (Fig. 2b) | "target" (output target, Fig. 2a)
     compare: str = "dot"  # O(h, t) of L_pred and the early exits: "dot" (Eq. 6) | "l2" (Eq. 7)
+    time_steps: int = 4  # snn: simulation steps T; the classifier output is averaged over them
+    threshold: float = 0.0  # snn: IF firing threshold; 0 = the rule's (0.5 sigprop, 1.0 else)
+    spike_loss: str = "surrogate"  # snn + sigprop: each layer's loss sees the surrogate output
+    #                                ("surrogate") or the pre-spike membrane voltage ("voltage")
 
     def __post_init__(self) -> None:
         _choice("model.arch", self.arch, ARCHS)
+        _require(self.time_steps >= 1, "model.time_steps", self.time_steps, ">= 1")
+        _require(self.threshold >= 0, "model.threshold", self.threshold, ">= 0")
+        _choice("model.spike_loss", self.spike_loss, SPIKE_LOSSES)
         _require(min(self.hidden) >= 1, "model.hidden", list(self.hidden), "positive sizes")
         _require(min(self.channels) >= 1, "model.channels", list(self.channels), "positive")
         _require(self.kernel >= 1 and self.kernel % 2 == 1, "model.kernel", self.kernel, "odd")
@@ -279,9 +292,18 @@ class DiscreteTrainConfig:
     lr: float = 5e-4  # Adam learning rate of every layer's optimizer
     decay: float = 0.25  # step decay factor of the learning rate ...
     decay_at: tuple[float, ...] = (0.5, 0.75, 0.89, 0.94)  # ... at these fractions of the epochs
+    schedule: str = "step"  # "step" (decay at decay_at) | "cosine" (annealing, period t_max)
+    t_max: int = 0  # cosine: annealing period in epochs (0 = train.epochs)
+    rule: str = "sigprop"  # learning rule: "sigprop" | baselines "bp", "fa", "dfa", "ll-bp",
+    #                        "ll-fa" | "shallow" (only the classification layer trains)
+    precision: str = "float32"  # "float16" (autocast + gradient scaling, CUDA) | "bfloat16"
     eval_batch_size: int = 1000
 
     def __post_init__(self) -> None:
+        _choice("train.schedule", self.schedule, SCHEDULES)
+        _require(self.t_max >= 0, "train.t_max", self.t_max, ">= 0")
+        _choice("train.rule", self.rule, RULES)
+        _choice("train.precision", self.precision, PRECISIONS)
         _require(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
         _require(self.batch_size >= 2, "train.batch_size", self.batch_size, ">= 2")
         _require(self.eval_batch_size >= 1, "train.eval_batch_size", self.eval_batch_size, ">= 1")
@@ -313,6 +335,16 @@ class DiscreteRunConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         _check_top_level(self.name, self.seed, self.device)
+        if self.model.arch == "snn" and self.train.rule not in SNN_RULES:
+            raise ConfigError(
+                f"train.rule = {self.train.rule!r} is not available for model.arch = \"snn\" "
+                f"(choose from {', '.join(SNN_RULES)})"
+            )
+        if self.train.rule != "sigprop" and self.model.prediction != "classifier":
+            raise ConfigError(
+                f"train.rule = {self.train.rule!r} trains a classification layer and needs "
+                'model.prediction = "classifier"'
+            )
         g = self.signal.generator
         if g.startswith("target-loop") and self.model.prediction != "classifier":
             raise ConfigError(

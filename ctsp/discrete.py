@@ -25,8 +25,11 @@ from generators seeded by (seed, e), so a resumed run repeats an uninterrupted o
 
 from __future__ import annotations
 
+import importlib
+import math
 import time
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -44,17 +47,29 @@ RESUMABLE_KEYS = ("train.epochs", "device")
 
 
 def build_network(config: DiscreteRunConfig, image_shape: tuple[int, int, int], classes: int):
-    """The network of ``config.model`` and ``config.signal``, seeded by ``config.seed``."""
+    """The network of ``config.model`` and ``config.signal``, seeded by ``config.seed``
+    (``models.spiking`` for ``arch = "snn"``, else ``models.discrete``)."""
+    torch.manual_seed(config.seed)
+    if config.model.arch == "snn":
+        from models.spiking import build as build_snn
+
+        return build_snn(config, image_shape, classes)
     from models.discrete import build
 
-    torch.manual_seed(config.seed)
     return build(config.model, config.signal, image_shape, classes)
 
 
 def learning_rate(train: DiscreteTrainConfig, epoch: int) -> float:
-    """The step-decayed learning rate of (0-based) ``epoch``: ``lr`` times ``decay`` for every
-    milestone floor(f * epochs), f in ``decay_at``, that the epoch has reached (with 100
-    epochs: epochs 50, 75, 89 and 94)."""
+    """The learning rate of (0-based) ``epoch``.
+
+    ``schedule = "step"``: ``lr`` times ``decay`` for every milestone floor(f * epochs), f in
+    ``decay_at``, that the epoch has reached (with 100 epochs: epochs 50, 75, 89 and 94).
+    ``"cosine"``: lr (1 + cos(pi e / T)) / 2 with T = ``t_max`` (or ``epochs``), the closed form
+    of ``torch.optim.lr_scheduler.CosineAnnealingLR`` (minimum 0).
+    """
+    if train.schedule == "cosine":
+        period = train.t_max or train.epochs
+        return train.lr * (1 + math.cos(math.pi * epoch / period)) / 2
     milestones = [int(f * train.epochs + 1e-9) for f in train.decay_at]
     return train.lr * train.decay ** sum(epoch >= m for m in milestones)
 
@@ -76,17 +91,40 @@ def augment(x: Tensor, gen: torch.Generator, crop: int = 0, flip: bool = False) 
     return x
 
 
-class DiscreteTrainer:
-    """The per-layer rules of one network and its training and evaluation; no files, no
-    printing (see :func:`train`).
+class Learner(Protocol):
+    """What :class:`DiscreteTrainer` needs from a learning rule (sigprop or a baseline).
 
-    ``rules[i]`` trains layer i (and the target generator, for i = 0) with its own Adam
-    optimizer: :class:`ctsp.layers.ClassifierCE` for a classification layer, else
-    :class:`ctsp.layers.LPred` with the network's comparison.
+    A learner owns its optimizers and trains a network one minibatch at a time. ``names``
+    names its exits: one prediction per exit (sigprop: every layer's early exit, Eq. 8; a
+    baseline: its output, and auxiliary heads if it has them); the last exit is the network's
+    prediction.
     """
 
-    def __init__(self, net, config: DiscreteRunConfig, device: torch.device) -> None:
-        self.net, self.config, self.device = net, config, device
+    names: tuple[str, ...]
+
+    def train_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One update from (x (B, ...), y (B,)): (loss per exit, wrong predictions per exit)."""
+        ...
+
+    def predict_exits(self, x: Tensor) -> Tensor:
+        """The class predicted at every exit, (B, E); called in eval mode without grad."""
+        ...
+
+    def set_lr(self, lr: float) -> None: ...
+
+    def state_dict(self) -> list[dict]: ...
+
+    def load_state_dict(self, states: list[dict]) -> None: ...
+
+
+class Sigprop:
+    """Sigprop's learner: ``rules[i]`` trains layer i (and the target generator, for i = 0)
+    with its own Adam optimizer, :class:`ctsp.layers.ClassifierCE` for a classification layer,
+    else :class:`ctsp.layers.LPred` with the network's comparison. Each layer updates as soon
+    as its (h_i, t_i) arrive (``DiscreteNetwork.pairs``)."""
+
+    def __init__(self, net, config: DiscreteRunConfig) -> None:
+        self.net, self.names = net, tuple(net.names)
         lr = config.train.lr
         self.rules: list[LPred] = []
         for i in range(len(net.layers)):
@@ -97,21 +135,9 @@ class DiscreteTrainer:
             else:
                 self.rules.append(LPred(params, compare=net.compare_name, lr=lr))
 
-    def set_epoch(self, epoch: int) -> float:
-        """Set every optimizer's learning rate for (0-based) ``epoch``; returns it."""
-        lr = learning_rate(self.config.train, epoch)
-        for rule in self.rules:
-            rule.set_lr(lr)
-        return lr
-
     def train_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """One minibatch: every layer updates as soon as its (h_i, t_i) arrive.
-
-        Returns each layer's loss and its number of wrong early-exit predictions, (L,) each.
-        """
         losses, wrong = [], []
-        pairs = self.net.pairs(x)
-        for name, rule, (h, t) in zip(self.net.names, self.rules, pairs, strict=True):
+        for name, rule, (h, t) in zip(self.names, self.rules, self.net.pairs(x), strict=True):
             try:
                 loss, logits = rule.update(h, t, y)
             except DivergenceError:
@@ -122,6 +148,60 @@ class DiscreteTrainer:
             wrong.append((logits.argmax(1) != y).sum())
         return torch.stack(losses), torch.stack(wrong)
 
+    def predict_exits(self, x: Tensor) -> Tensor:
+        return self.net.predict_exits(x)
+
+    def set_lr(self, lr: float) -> None:
+        for rule in self.rules:
+            rule.set_lr(lr)
+
+    def state_dict(self) -> list[dict]:
+        return [rule.state_dict() for rule in self.rules]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        for rule, state in zip(self.rules, states, strict=True):
+            rule.load_state_dict(state)
+
+
+# train.rule -> "module:factory"; a factory takes (network, config) and returns a Learner
+LEARNERS = {
+    "sigprop": "ctsp.discrete:Sigprop",
+    "bp": "ctsp.baselines:Backprop",
+    "fa": "ctsp.baselines:FeedbackAlignment",
+    "dfa": "ctsp.baselines:DirectFeedbackAlignment",
+    "ll-bp": "ctsp.baselines:LocalLearning",
+    "ll-fa": "ctsp.baselines:LocalLearning",
+    "shallow": "ctsp.baselines:Shallow",
+}
+
+
+def make_learner(net, config: DiscreteRunConfig) -> Learner:
+    """The learner of ``config.train.rule`` for ``net``; spiking networks (``arch = "snn"``)
+    get theirs from ``ctsp.spiking.make_learner``."""
+    target = "ctsp.spiking:make_learner" if config.model.arch == "snn" else None
+    module, name = (target or LEARNERS[config.train.rule]).split(":")
+    return getattr(importlib.import_module(module), name)(net, config)
+
+
+class DiscreteTrainer:
+    """A network, its learner (``config.train.rule``), training and evaluation; no files, no
+    printing (see :func:`train`)."""
+
+    def __init__(self, net, config: DiscreteRunConfig, device: torch.device) -> None:
+        self.net, self.config, self.device = net, config, device
+        self.learner = make_learner(net, config)
+        self.names = self.learner.names
+
+    def set_epoch(self, epoch: int) -> float:
+        """Set the learning rate for (0-based) ``epoch``; returns it."""
+        lr = learning_rate(self.config.train, epoch)
+        self.learner.set_lr(lr)
+        return lr
+
+    def train_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One minibatch: (loss per exit, wrong early-exit predictions per exit), (E,) each."""
+        return self.learner.train_batch(x, y)
+
     def train_epoch(self, data: datasets.Dataset, epoch: int, bar=None) -> dict:
         """One pass over the training set; the order, augmentation and dropout come from
         generators seeded by (seed, epoch). Returns per-layer mean losses and exit errors."""
@@ -130,7 +210,7 @@ class DiscreteTrainer:
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed + 1)  # dropout
         self.net.train()
-        layers = len(self.net.layers)
+        layers = len(self.names)
         loss_sum = torch.zeros(layers, dtype=torch.float64)
         wrong = torch.zeros(layers, dtype=torch.int64)
         seen = 0
@@ -156,23 +236,22 @@ class DiscreteTrainer:
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor) -> list[float]:
         """Early-exit test error (fraction) of every layer, in eval mode."""
-        bs, layers = self.config.train.eval_batch_size, len(self.net.layers)
+        bs, layers = self.config.train.eval_batch_size, len(self.names)
         wrong = torch.zeros(layers, dtype=torch.int64)
         self.net.eval()
         try:
             for i in range(0, x.shape[0], bs):
-                pred = self.net.predict_exits(x[i : i + bs].to(self.device)).cpu()
+                pred = self.learner.predict_exits(x[i : i + bs].to(self.device)).cpu()
                 wrong += (pred != y[i : i + bs, None]).sum(0)
         finally:
             self.net.train()
         return (wrong.double() / max(x.shape[0], 1)).tolist()
 
     def state_dict(self) -> list[dict]:
-        return [rule.state_dict() for rule in self.rules]
+        return self.learner.state_dict()
 
     def load_state_dict(self, states: list[dict]) -> None:
-        for rule, state in zip(self.rules, states, strict=True):
-            rule.load_state_dict(state)
+        self.learner.load_state_dict(states)
 
 
 def train(
@@ -217,7 +296,7 @@ def train(
     write_text(path / "config.toml", config.to_toml())
     has_val = data.val_x.shape[0] > 0
     select = "val_error" if has_val else "test_error"
-    tc, n, names = config.train, data.train_x.shape[0], list(net.names)
+    tc, n, names = config.train, data.train_x.shape[0], list(trainer.names)
     for epoch in range(len(rows), tc.epochs):
         t0 = time.perf_counter()
         lr = trainer.set_epoch(epoch)

@@ -240,7 +240,7 @@ def test_no_gradient_crosses_a_layer(sections):
     assert len(pairs) == len(net.layers)
     for i, (h, t) in enumerate(pairs):
         net.zero_grad(set_to_none=True)
-        trainer.rules[i].loss(h, t, y)[0].backward()
+        trainer.learner.rules[i].loss(h, t, y)[0].backward()
         for j, layer in enumerate(net.layers):
             grads = [p.grad for p in layer.parameters()]
             if j == i:
