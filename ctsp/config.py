@@ -337,7 +337,7 @@ class DiscreteRunConfig(ConfigBase):
         _check_top_level(self.name, self.seed, self.device)
         if self.model.arch == "snn" and self.train.rule not in SNN_RULES:
             raise ConfigError(
-                f"train.rule = {self.train.rule!r} is not available for model.arch = \"snn\" "
+                f'train.rule = {self.train.rule!r} is not available for model.arch = "snn" '
                 f"(choose from {', '.join(SNN_RULES)})"
             )
         if self.train.rule != "sigprop" and self.model.prediction != "classifier":
