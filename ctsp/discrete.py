@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import time
 from pathlib import Path
 from typing import Protocol
 
@@ -39,8 +38,8 @@ from . import runs
 from .config import DiscreteRunConfig, DiscreteTrainConfig
 from .errors import DivergenceError
 from .layers import ClassifierCE, LPred
-from .rundir import prepare, write_text
-from .runs import RunResult, metrics_dataset, resolve_device, save_netcdf, save_torch
+from .rundir import prepare
+from .runs import RunResult, resolve_device
 
 # keys (or key prefixes ending in ".") that a resumed run may change
 RESUMABLE_KEYS = ("train.epochs", "device")
@@ -253,6 +252,39 @@ class DiscreteTrainer:
     def load_state_dict(self, states: list[dict]) -> None:
         self.learner.load_state_dict(states)
 
+    # the EpochTrainer protocol of ctsp.runs.fit
+
+    def train_metrics(self, data: datasets.Dataset, epoch: int, bar) -> dict:
+        lr = self.set_epoch(epoch)
+        stats = self.train_epoch(data, epoch, bar)
+        return {
+            "train_error": stats["exit_error"][-1],
+            "train_loss": stats["loss"],
+            "train_exit_error": stats["exit_error"],
+            "lr": lr,
+        }
+
+    def eval_metrics(self, data: datasets.Dataset) -> dict:
+        test = self.evaluate(data.test_x, data.test_y)
+        row = {"test_error": test[-1], "test_exit_error": test}
+        if data.val_x.shape[0]:
+            val = self.evaluate(data.val_x, data.val_y)
+            row.update(val_error=val[-1], val_exit_error=val)
+        return row
+
+    def extra_state(self) -> dict:
+        return {"optimizers": self.state_dict()}
+
+    def load_extra_state(self, ckpt: dict) -> None:
+        self.load_state_dict(ckpt["optimizers"])
+
+    def after_epoch(self, epoch: int, path: Path, last: bool) -> None:
+        pass
+
+    def summary(self, row: dict) -> str:
+        exits = row["test_exit_error"]
+        return "exits: " + " ".join(f"{n} {e:.1%}" for n, e in zip(self.names, exits, strict=True))
+
 
 def train(
     config: DiscreteRunConfig,
@@ -286,73 +318,15 @@ def train(
     path = prepare(Path(out) if out is not None else None, config.name, force=force, resume=resume)
     net = net.to(device)
     trainer = DiscreteTrainer(net, config, device)
-    rows: list[dict] = []
-    best = {"error": float("inf"), "epoch": -1, "test_error": float("nan")}
-    if resume:
-        ckpt = runs.load_checkpoint(path, config, RESUMABLE_KEYS)
-        net.load_state_dict(ckpt["model"])
-        trainer.load_state_dict(ckpt["optimizers"])
-        rows, best = ckpt["rows"], ckpt["best"]
-    write_text(path / "config.toml", config.to_toml())
-    has_val = data.val_x.shape[0] > 0
-    select = "val_error" if has_val else "test_error"
-    tc, n, names = config.train, data.train_x.shape[0], list(trainer.names)
-    for epoch in range(len(rows), tc.epochs):
-        t0 = time.perf_counter()
-        lr = trainer.set_epoch(epoch)
-        bar = runs.progress_bar(-(-n // tc.batch_size), f"epoch {epoch + 1}/{tc.epochs}", progress)
-        try:
-            stats = trainer.train_epoch(data, epoch, bar)
-        except DivergenceError as e:
-            raise DivergenceError(
-                f"{e} at epoch {epoch + 1}; the last good checkpoint is kept in {path}"
-            ) from None
-        finally:
-            if bar is not None:
-                bar.close()
-        train_seconds = time.perf_counter() - t0
-        test_exits = trainer.evaluate(data.test_x, data.test_y)
-        row = {
-            "epoch": epoch + 1,
-            "train_error": stats["exit_error"][-1],
-            "test_error": test_exits[-1],
-        }
-        if has_val:
-            val_exits = trainer.evaluate(data.val_x, data.val_y)
-            row["val_error"] = val_exits[-1]
-        row.update(
-            train_loss=stats["loss"],
-            train_exit_error=stats["exit_error"],
-            test_exit_error=test_exits,
-        )
-        if has_val:
-            row["val_exit_error"] = val_exits
-        row.update(lr=lr, epoch_seconds=time.perf_counter() - t0, train_seconds=train_seconds)
-        rows.append(row)
-        if row[select] < best["error"]:
-            best = {"error": row[select], "epoch": epoch + 1, "test_error": row["test_error"]}
-            save_torch({"model": net.state_dict(), **best}, path / "best.pt")
-        save_netcdf(metrics_dataset(rows, config, names), path / "metrics.nc")
-        save_torch(
-            {
-                "model": net.state_dict(),
-                "optimizers": trainer.state_dict(),
-                "rows": rows,
-                "best": best,
-                "config": config.to_toml(),
-            },
-            path / "checkpoint.pt",
-        )
-        exits = " ".join(f"{name} {e:.1%}" for name, e in zip(names, test_exits, strict=True))
-        log(
-            f"epoch {epoch + 1:>3}/{tc.epochs}  train {row['train_error']:.2%}  "
-            f"test {row['test_error']:.2%}"
-            + (f"  val {row['val_error']:.2%}" if has_val else "")
-            + f"  exits: {exits}  {row['epoch_seconds']:.1f} s"
-        )
-    metrics = metrics_dataset(rows, config, names)
-    log(
-        f"final test error {rows[-1]['test_error']:.2%} (epoch {rows[-1]['epoch']}); "
-        f"best {best['test_error']:.2%} (epoch {best['epoch']}, by {select}); run in {path}"
+    metrics = runs.fit(
+        trainer,
+        data,
+        config,
+        path,
+        resume=resume,
+        resumable=RESUMABLE_KEYS,
+        progress=progress,
+        log=log,
+        layers=list(trainer.names),
     )
     return RunResult(path, metrics, net)

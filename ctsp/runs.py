@@ -1,26 +1,28 @@
 """What the run commands share (``ctsp simulate`` and ``ctsp train``).
 
-The device check, the progress bar, the per-epoch metrics as an xarray Dataset, atomic saves of
-``metrics.nc`` and ``*.pt`` files, reading a checkpoint back with the resume check, and the
-:class:`RunResult` a run returns. Run-directory rules and atomic writes themselves are in
-``ctsp.rundir``.
+The epoch loop (:func:`fit`: resume, best model, checkpoint, metrics, log line) over a
+:class:`EpochTrainer`, the device check, the progress bar, the per-epoch metrics as an xarray
+Dataset, atomic saves of ``metrics.nc`` and ``*.pt`` files, reading a checkpoint back with the
+resume check, and the :class:`RunResult` a run returns. Run-directory rules and atomic writes
+themselves are in ``ctsp.rundir``.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import xarray as xr
 
 from .config import loads
-from .errors import ConfigError, CtspError, RunDirError
-from .rundir import atomic_write
+from .errors import ConfigError, CtspError, DivergenceError, RunDirError
+from .rundir import atomic_write, write_text
 
 
 @dataclass(frozen=True)
@@ -107,3 +109,97 @@ def progress_bar(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+class EpochTrainer(Protocol):
+    """What :func:`fit` needs from a command's trainer (``ctsp.simulate.Trainer``,
+    ``ctsp.discrete.DiscreteTrainer``)."""
+
+    net: torch.nn.Module
+
+    def train_metrics(self, data, epoch: int, bar) -> dict:
+        """Train one epoch; its row entries (at least ``train_error``)."""
+        ...
+
+    def eval_metrics(self, data) -> dict:
+        """Row entries from the test (and validation) set: ``test_error`` (and ``val_error``)."""
+        ...
+
+    def extra_state(self) -> dict:
+        """Checkpoint entries beyond the model (optimizers, persistent states, recorders)."""
+        ...
+
+    def load_extra_state(self, ckpt: dict) -> None: ...
+
+    def after_epoch(self, epoch: int, path: Path, last: bool) -> None: ...
+
+    def summary(self, row: dict) -> str:
+        """The end of the epoch's log line."""
+        ...
+
+
+def fit(
+    trainer: EpochTrainer,
+    data,
+    config: Any,
+    path: Path,
+    *,
+    resume: bool,
+    resumable: tuple[str, ...],
+    progress: bool,
+    log,
+    layers: list[str] | None = None,
+) -> xr.Dataset:
+    """Train ``config.train.epochs`` epochs into the run directory ``path``; the metrics.
+
+    Per epoch: train (progress bar over the minibatches), evaluate, append the row (with
+    ``epoch_seconds`` and ``train_seconds``), save ``best.pt`` when the selection error
+    (validation if there is a validation set, else test, as the paper) improves, write
+    ``metrics.nc`` and ``checkpoint.pt`` atomically, log one line. With ``resume`` the run
+    continues from ``checkpoint.pt`` (config differences allowed only in ``resumable``).
+    """
+    rows: list[dict] = []
+    best = {"error": float("inf"), "epoch": -1, "test_error": float("nan")}
+    if resume:
+        ckpt = load_checkpoint(path, config, resumable)
+        trainer.net.load_state_dict(ckpt["model"])
+        trainer.load_extra_state(ckpt)
+        rows, best = ckpt["rows"], ckpt["best"]
+    write_text(path / "config.toml", config.to_toml())
+    select = "val_error" if data.val_x.shape[0] else "test_error"
+    tc, n = config.train, data.train_x.shape[0]
+    for epoch in range(len(rows), tc.epochs):
+        t0 = time.perf_counter()
+        bar = progress_bar(-(-n // tc.batch_size), f"epoch {epoch + 1}/{tc.epochs}", progress)
+        try:
+            train = trainer.train_metrics(data, epoch, bar)
+        except DivergenceError as e:
+            raise DivergenceError(
+                f"{e} at epoch {epoch + 1}; the last good checkpoint is kept in {path}"
+            ) from None
+        finally:
+            if bar is not None:
+                bar.close()
+        train_seconds = time.perf_counter() - t0
+        row = {"epoch": epoch + 1, **train, **trainer.eval_metrics(data)}
+        row.update(epoch_seconds=time.perf_counter() - t0, train_seconds=train_seconds)
+        rows.append(row)
+        if row[select] < best["error"]:
+            best = {"error": row[select], "epoch": epoch + 1, "test_error": row["test_error"]}
+            save_torch({"model": trainer.net.state_dict(), **best}, path / "best.pt")
+        trainer.after_epoch(epoch + 1, path, epoch + 1 == tc.epochs)
+        save_netcdf(metrics_dataset(rows, config, layers), path / "metrics.nc")
+        state = {"model": trainer.net.state_dict(), "rows": rows, "best": best}
+        state.update(config=config.to_toml(), **trainer.extra_state())
+        save_torch(state, path / "checkpoint.pt")
+        log(
+            f"epoch {epoch + 1:>3}/{tc.epochs}  train {row['train_error']:.2%}  "
+            f"test {row['test_error']:.2%}"
+            + (f"  val {row['val_error']:.2%}" if "val_error" in row else "")
+            + f"  {trainer.summary(row)}  {row['epoch_seconds']:.1f} s"
+        )
+    log(
+        f"final test error {rows[-1]['test_error']:.2%} (epoch {rows[-1]['epoch']}); "
+        f"best {best['test_error']:.2%} (epoch {best['epoch']}, by {select}); run in {path}"
+    )
+    return metrics_dataset(rows, config, layers)

@@ -14,7 +14,6 @@ Evaluation runs the free phase alone and predicts argmax of the output rates. Ea
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +27,8 @@ from .config import RunConfig
 from .dynamics import Field
 from .errors import ConfigError, DivergenceError
 from .layers import CHL
-from .rundir import prepare, write_text
-from .runs import RunResult, metrics_dataset, resolve_device, save_netcdf, save_torch
+from .rundir import prepare
+from .runs import RunResult, resolve_device
 from .solver import Relaxation, relax
 
 # keys (or key prefixes ending in ".") that a resumed run may change
@@ -127,6 +126,7 @@ class Trainer:
         self.lr = dict(zip(feed_forward, config.train.lr, strict=True))
         self.lr["loop"] = config.train.loop_lr
         self.persistent = net.zero_state(n_train) if config.train.persistent else None
+        self.recorders: list[Recorder] = []  # hooks that simulate() runs (see build_recorders)
 
     def relax_phase(
         self,
@@ -254,6 +254,46 @@ class Trainer:
             stats.append(free.stats)
         return wrong / max(x.shape[0], 1), mean_stats(stats)
 
+    # the EpochTrainer protocol of ctsp.runs.fit
+
+    def train_metrics(self, data: datasets.Dataset, epoch: int, bar) -> dict:
+        wrong, free, clamped = self.train_epoch(data, epoch, bar, self.recorders)
+        fs, cs = mean_stats(free), mean_stats(clamped)
+        return {
+            "train_error": wrong / data.train_x.shape[0],
+            "free_steps": fs.steps,
+            "clamped_steps": cs.steps,
+            "free_nfe": fs.nfe,
+            "clamped_nfe": cs.nfe,
+            "free_converged": fs.converged,
+        }
+
+    def eval_metrics(self, data: datasets.Dataset) -> dict:
+        test_error, test_stats = self.evaluate(data.test_x, data.test_y)
+        row = {"test_error": test_error, "test_free_steps": test_stats.steps}
+        if data.val_x.shape[0]:
+            row["val_error"] = self.evaluate(data.val_x, data.val_y)[0]
+        return row
+
+    def extra_state(self) -> dict:
+        return {
+            "persistent": self.persistent,
+            "recorders": [r.state_dict() for r in self.recorders],
+        }
+
+    def load_extra_state(self, ckpt: dict) -> None:
+        if self.persistent is not None:
+            self.persistent.copy_(ckpt["persistent"])
+        for r, state in zip(self.recorders, ckpt.get("recorders", []), strict=False):
+            r.load_state_dict(state)
+
+    def after_epoch(self, epoch: int, path: Path, last: bool) -> None:
+        for r in self.recorders:
+            r.after_epoch(self, epoch, path, last=last)
+
+    def summary(self, row: dict) -> str:
+        return f"steps free {row['free_steps']:.0f} clamped {row['clamped_steps']:.0f}"
+
 
 def mean_stats(stats) -> PhaseStats:
     if not stats:
@@ -305,78 +345,17 @@ def simulate(
     recorders = build_recorders(config, data) if recorders is None else recorders
     path = prepare(Path(out) if out is not None else None, config.name, force=force, resume=resume)
     net = build_network(config).to(device)
-    rows: list[dict] = []
-    best = {"error": float("inf"), "epoch": -1}
     trainer = Trainer(net, config, device, data.train_x.shape[0])
-    if resume:
-        ckpt = load_checkpoint(path, config)
-        net.load_state_dict(ckpt["model"])
-        rows, best = ckpt["rows"], ckpt["best"]
-        if trainer.persistent is not None:
-            trainer.persistent.copy_(ckpt["persistent"])
-        for r, state in zip(recorders, ckpt.get("recorders", []), strict=False):
-            r.load_state_dict(state)
-    write_text(path / "config.toml", config.to_toml())
-    select = "val_error" if data.val_x.shape[0] else "test_error"
-    tc = config.train
-    n = data.train_x.shape[0]
-    for epoch in range(len(rows), tc.epochs):
-        t0 = time.perf_counter()
-        bar = runs.progress_bar(-(-n // tc.batch_size), f"epoch {epoch + 1}/{tc.epochs}", progress)
-        try:
-            wrong, free_stats, clamped_stats = trainer.train_epoch(data, epoch, bar, recorders)
-        except DivergenceError as e:
-            raise DivergenceError(
-                f"{e} at epoch {epoch + 1}; the last good checkpoint is kept in {path}"
-            ) from None
-        finally:
-            if bar is not None:
-                bar.close()
-        train_seconds = time.perf_counter() - t0
-        test_error, test_stats = trainer.evaluate(data.test_x, data.test_y)
-        row = {"epoch": epoch + 1, "train_error": wrong / n, "test_error": test_error}
-        if data.val_x.shape[0]:
-            row["val_error"] = trainer.evaluate(data.val_x, data.val_y)[0]
-        fs, cs = mean_stats(free_stats), mean_stats(clamped_stats)
-        row.update(
-            epoch_seconds=time.perf_counter() - t0,
-            train_seconds=train_seconds,
-            free_steps=fs.steps,
-            clamped_steps=cs.steps,
-            free_nfe=fs.nfe,
-            clamped_nfe=cs.nfe,
-            free_converged=fs.converged,
-            test_free_steps=test_stats.steps,
-        )
-        rows.append(row)
-        if row[select] < best["error"]:
-            best = {"error": row[select], "epoch": epoch + 1, "test_error": test_error}
-            save_torch({"model": net.state_dict(), **best}, path / "best.pt")
-        for r in recorders:
-            r.after_epoch(trainer, epoch + 1, path, last=epoch + 1 == tc.epochs)
-        metrics = metrics_dataset(rows, config)
-        save_netcdf(metrics, path / "metrics.nc")
-        save_torch(
-            {
-                "model": net.state_dict(),
-                "rows": rows,
-                "best": best,
-                "config": config.to_toml(),
-                "persistent": trainer.persistent,
-                "recorders": [r.state_dict() for r in recorders],
-            },
-            path / "checkpoint.pt",
-        )
-        log(
-            f"epoch {epoch + 1:>3}/{tc.epochs}  train {row['train_error']:.2%}  "
-            f"test {test_error:.2%}"
-            + (f"  val {row['val_error']:.2%}" if "val_error" in row else "")
-            + f"  steps free {fs.steps:.0f} clamped {cs.steps:.0f}  {row['epoch_seconds']:.1f} s"
-        )
-    metrics = metrics_dataset(rows, config)
-    log(
-        f"final test error {rows[-1]['test_error']:.2%} (epoch {rows[-1]['epoch']}); "
-        f"best {best['test_error']:.2%} (epoch {best['epoch']}, by {select}); run in {path}"
+    trainer.recorders = recorders
+    metrics = runs.fit(
+        trainer,
+        data,
+        config,
+        path,
+        resume=resume,
+        resumable=RESUMABLE_KEYS,
+        progress=progress,
+        log=log,
     )
     return RunResult(path, metrics, net)
 

@@ -37,7 +37,8 @@ import xarray as xr
 from . import data as datasets
 from .config import RunConfig
 from .errors import ConfigError, RunDirError
-from .simulate import Recorder, Trainer, save_netcdf
+from .runs import save_netcdf
+from .simulate import Recorder, Trainer
 from .solver import step_count
 
 FILENAME = "trajectories.nc"

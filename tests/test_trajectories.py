@@ -29,7 +29,8 @@ from ctsp import data as datasets
 from ctsp.cli import main
 from ctsp.dynamics import Field
 from ctsp.errors import WriteError
-from ctsp.simulate import Trainer, build_network, build_recorders, save_netcdf, simulate
+from ctsp.runs import save_netcdf
+from ctsp.simulate import Trainer, build_network, build_recorders, simulate
 from ctsp.solver import relax
 from ctsp.trajectories import FILENAME, TrajectoryRecorder, combine, record
 from models import LoopNetwork
