@@ -1,4 +1,7 @@
 from .alignment import AlignmentRecorder, load_alignment, loop_angles, loop_weights, paper_names
+from .efficiency import COUNTED, Sections
+from .efficiency import markdown as efficiency_markdown
+from .efficiency import measure as measure_efficiency
 from .trajectories import (
     convergence_time,
     open_trajectories,
@@ -16,6 +19,10 @@ __all__ = [
     "loop_angles",
     "loop_weights",
     "paper_names",
+    "COUNTED",
+    "Sections",
+    "efficiency_markdown",
+    "measure_efficiency",
     "convergence_time",
     "open_trajectories",
     "phase_end",

@@ -8,7 +8,9 @@ The public API, imported lazily (so that ``ctsp --help`` does not load torch):
 - dynamics and solver: ``eq13`` (Eq. 13), ``Field``, ``relax``, ``Relaxation``, ``RelaxStats``;
 - plasticity: ``chl_update`` (Eq. 14), ``chl_bias_update``;
 - runs: ``simulate``, ``Trainer``, ``RunResult``;
-- discrete sigprop (``ctsp train``): ``DiscreteRunConfig``, ``train``, ``DiscreteTrainer``;
+- discrete sigprop (``ctsp train``): ``DiscreteRunConfig``, ``train``, ``DiscreteTrainer``,
+  ``Learner``, ``LEARNERS`` (sigprop and the baselines by ``train.rule``);
+- spiking: ``if_step``, ``IFNeuron``;
 - errors: ``CtspError`` and its kinds.
 """
 
@@ -35,6 +37,10 @@ _EXPORTS = {
     "DiscreteRunConfig": ("ctsp.config", "DiscreteRunConfig"),
     "train": ("ctsp.discrete", "train"),
     "DiscreteTrainer": ("ctsp.discrete", "DiscreteTrainer"),
+    "Learner": ("ctsp.discrete", "Learner"),
+    "LEARNERS": ("ctsp.discrete", "LEARNERS"),
+    "if_step": ("ctsp.spiking", "if_step"),
+    "IFNeuron": ("ctsp.spiking", "IFNeuron"),
     "CtspError": ("ctsp.errors", "CtspError"),
     "ConfigError": ("ctsp.errors", "ConfigError"),
     "DataError": ("ctsp.errors", "DataError"),

@@ -21,6 +21,10 @@ EXAMPLES = """examples:
   ctsp simulate --out runs/a --resume --epochs 60
   ctsp train                                    discrete sigprop, small FC net on digits, a few s
   ctsp train vgg8b-fmnist --out runs/vgg        a bundled paper network (Sec. IV)
+  ctsp train vgg8b-fmnist --out runs/vgg --stop-after 2   the first 2 of its 100 epochs
+  ctsp train fc-3x1000-fmnist --set train.rule=bp         a baseline: bp, fa, dfa, ll-bp, ll-fa
+  ctsp train snn-fmnist-sp-voltage --set "model.channels=[16,16]" --set "model.hidden=[256]"
+                                                spiking sigprop (Sec. VI), narrow for a CPU
   ctsp data list
 """
 
@@ -105,6 +109,13 @@ def _run_arguments(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--out", type=Path, help="run directory (default runs/<UTC time>-<name>)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        metavar="EPOCH",
+        help="stop after this epoch, leaving a run that --resume continues (a long run in "
+        "parts; the learning-rate schedule stays that of train.epochs)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--print-config", action="store_true", help="print the resolved config as TOML and exit"
@@ -160,7 +171,14 @@ def _run(args: argparse.Namespace) -> int:
     else:
         from .discrete import train as run
 
-    run(config, args.out, force=args.force, resume=args.resume, progress=not args.no_progress)
+    run(
+        config,
+        args.out,
+        force=args.force,
+        resume=args.resume,
+        progress=not args.no_progress,
+        stop_after=args.stop_after,
+    )
     return 0
 
 

@@ -15,7 +15,7 @@ A ``RunConfig`` has five sections and three top-level keys::
     [network]  sizes, loop, rate, tau
     [solver]   method, step, free_duration, clamped_duration, tol, check_every, rtol, atol
     [train]    epochs, batch_size, beta, beta_sign, symmetric, lr, loop_lr, persistent,
-               chl_backend, eval_batch_size
+               chl_backend, decay, decay_at, schedule, t_max, eval_batch_size
     [record]   trajectories, trajectory_epochs, populations, stride, alignment_every
 
 A ``DiscreteRunConfig`` has the same top-level keys and four sections::
@@ -35,6 +35,7 @@ resolved configuration that ``load`` reads back to the same object.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from .errors import ConfigError
 
 SECTIONS = ("data", "network", "solver", "train", "record")
 LOOP_MODES = ("learned", "fixed", "none")
+SCHEDULES = ("step", "cosine")
 
 
 class ConfigBase:
@@ -133,8 +135,38 @@ class SolverConfig:
         _require(self.rtol > 0 and self.atol > 0, "solver.rtol/atol", (self.rtol, self.atol), "> 0")
 
 
+class LRSchedule:
+    """The learning-rate schedule of a ``[train]`` section (fields ``epochs``, ``decay``,
+    ``decay_at``, ``schedule``, ``t_max``), shared by both run configurations."""
+
+    def lr_factor(self, epoch: int) -> float:
+        """The factor on the learning rates in (0-based) ``epoch``.
+
+        ``schedule = "step"``: ``decay`` for every milestone floor(f * epochs), f in
+        ``decay_at``, that the epoch has reached (with 100 epochs and the paper's 0.5, 0.75,
+        0.89, 0.94: epochs 50, 75, 89 and 94). ``"cosine"``: (1 + cos(pi e / T)) / 2 with
+        T = ``t_max`` (or ``epochs``), the closed form of
+        ``torch.optim.lr_scheduler.CosineAnnealingLR`` (minimum 0).
+        """
+        if self.schedule == "cosine":
+            return (1 + math.cos(math.pi * epoch / (self.t_max or self.epochs))) / 2
+        milestones = [int(f * self.epochs + 1e-9) for f in self.decay_at]
+        return self.decay ** sum(epoch >= m for m in milestones)
+
+    def _check_schedule(self) -> None:
+        _require(0 < self.decay <= 1, "train.decay", self.decay, "in (0, 1]")
+        _require(
+            all(0 < f <= 1 for f in self.decay_at),
+            "train.decay_at",
+            list(self.decay_at),
+            "in (0, 1]",
+        )
+        _choice("train.schedule", self.schedule, SCHEDULES)
+        _require(self.t_max >= 0, "train.t_max", self.t_max, ">= 0")
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(LRSchedule):
     epochs: int = 30
     batch_size: int = 20
     beta: float = 0.5  # nudging strength (> 0)
@@ -144,11 +176,16 @@ class TrainConfig:
     loop_lr: float = 0.05  # loop-back projection (loop = "learned")
     persistent: bool = False  # start each example's free phase from its last fixed point
     chl_backend: str = "auto"  # "auto" | "numba" | "torch"
+    decay: float = 1.0  # step decay factor of all learning rates (1 = constant rates) ...
+    decay_at: tuple[float, ...] = (0.5, 0.75, 0.89, 0.94)  # ... at these fractions of the epochs
+    schedule: str = "step"  # "step" (decay at decay_at) | "cosine" (annealing, period t_max)
+    t_max: int = 0  # cosine: annealing period in epochs (0 = train.epochs)
     eval_batch_size: int = 1000
 
     def __post_init__(self) -> None:
         from .plasticity import BACKENDS
 
+        self._check_schedule()
         _require(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
         _require(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
         _require(self.eval_batch_size >= 1, "train.eval_batch_size", self.eval_batch_size, ">= 1")
@@ -211,7 +248,6 @@ DISCRETE_SECTIONS = ("data", "model", "signal", "train")
 ARCHS = ("fc", "conv", "vgg8b", "snn")
 RULES = ("sigprop", "bp", "fa", "dfa", "ll-bp", "ll-fa", "shallow")
 SNN_RULES = ("sigprop", "bp", "shallow")  # Table V: SP (surrogate/voltage), BP, Shallow
-SCHEDULES = ("step", "cosine")
 PRECISIONS = ("float32", "float16", "bfloat16")
 SPIKE_LOSSES = ("surrogate", "voltage")
 PREDICTIONS = ("classifier", "target")
@@ -286,7 +322,7 @@ class SignalConfig:
 
 
 @dataclass(frozen=True)
-class DiscreteTrainConfig:
+class DiscreteTrainConfig(LRSchedule):
     epochs: int = 30
     batch_size: int = 128
     lr: float = 5e-4  # Adam learning rate of every layer's optimizer
@@ -300,21 +336,13 @@ class DiscreteTrainConfig:
     eval_batch_size: int = 1000
 
     def __post_init__(self) -> None:
-        _choice("train.schedule", self.schedule, SCHEDULES)
-        _require(self.t_max >= 0, "train.t_max", self.t_max, ">= 0")
+        self._check_schedule()
         _choice("train.rule", self.rule, RULES)
         _choice("train.precision", self.precision, PRECISIONS)
         _require(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
         _require(self.batch_size >= 2, "train.batch_size", self.batch_size, ">= 2")
         _require(self.eval_batch_size >= 1, "train.eval_batch_size", self.eval_batch_size, ">= 1")
         _require(self.lr > 0, "train.lr", self.lr, "> 0")
-        _require(0 < self.decay <= 1, "train.decay", self.decay, "in (0, 1]")
-        _require(
-            all(0 < f <= 1 for f in self.decay_at),
-            "train.decay_at",
-            list(self.decay_at),
-            "in (0, 1]",
-        )
 
 
 @dataclass(frozen=True)

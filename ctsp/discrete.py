@@ -26,7 +26,6 @@ from generators seeded by (seed, e), so a resumed run repeats an uninterrupted o
 from __future__ import annotations
 
 import importlib
-import math
 from pathlib import Path
 from typing import Protocol
 
@@ -59,18 +58,9 @@ def build_network(config: DiscreteRunConfig, image_shape: tuple[int, int, int], 
 
 
 def learning_rate(train: DiscreteTrainConfig, epoch: int) -> float:
-    """The learning rate of (0-based) ``epoch``.
-
-    ``schedule = "step"``: ``lr`` times ``decay`` for every milestone floor(f * epochs), f in
-    ``decay_at``, that the epoch has reached (with 100 epochs: epochs 50, 75, 89 and 94).
-    ``"cosine"``: lr (1 + cos(pi e / T)) / 2 with T = ``t_max`` (or ``epochs``), the closed form
-    of ``torch.optim.lr_scheduler.CosineAnnealingLR`` (minimum 0).
-    """
-    if train.schedule == "cosine":
-        period = train.t_max or train.epochs
-        return train.lr * (1 + math.cos(math.pi * epoch / period)) / 2
-    milestones = [int(f * train.epochs + 1e-9) for f in train.decay_at]
-    return train.lr * train.decay ** sum(epoch >= m for m in milestones)
+    """The Adam learning rate of (0-based) ``epoch``: ``lr`` times the schedule's factor
+    (:meth:`ctsp.config.LRSchedule.lr_factor`; paper: x0.25 at 50/75/89/94 % of the epochs)."""
+    return train.lr * train.lr_factor(epoch)
 
 
 def augment(x: Tensor, gen: torch.Generator, crop: int = 0, flip: bool = False) -> Tensor:
@@ -294,6 +284,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     log=None,
+    stop_after: int | None = None,
 ) -> RunResult:
     """Train the discrete sigprop network of ``config`` and write its run directory.
 
@@ -305,6 +296,8 @@ def train(
             saved one only in ``train.epochs`` and ``device``).
         progress: show a progress bar within each epoch (stderr).
         log: callable receiving one summary line per epoch (default: print to stdout).
+        stop_after: return after this (1-based) epoch, leaving a resumable run (the schedule
+            stays that of ``train.epochs``).
     """
     log = log or (lambda line: print(line, flush=True))
     device = resolve_device(config.device)
@@ -327,6 +320,7 @@ def train(
         resumable=RESUMABLE_KEYS,
         progress=progress,
         log=log,
+        stop_after=stop_after,
         layers=list(trainer.names),
     )
     return RunResult(path, metrics, net)

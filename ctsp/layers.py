@@ -425,13 +425,16 @@ class LPred:
 
     ``params`` are the layer's parameters (and, for the first layer, the target generator's):
     :meth:`update` back-propagates the loss into these only, since the layer's inputs arrive
-    detached, and steps the optimizer.
+    detached, and steps the optimizer. With a ``scaler`` (``torch.amp.GradScaler``, float16
+    autocast) the loss is scaled before the backward pass and the step is skipped when the
+    scaled gradients overflow.
     """
 
-    def __init__(self, params, *, compare: str = "dot", lr: float = 5e-4) -> None:
+    def __init__(self, params, *, compare: str = "dot", lr: float = 5e-4, scaler=None) -> None:
         self.compare = comparison(compare)
         self.params = [p for p in params if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=lr) if self.params else None
+        self.scaler = scaler  # a torch.amp.GradScaler (float16 training) or None
 
     def logits(self, h: Tensor, t: Tensor | None) -> Tensor:
         """The layer's prediction logits (B, m): O(h, t), Eq. 8."""
@@ -452,8 +455,13 @@ class LPred:
             raise DivergenceError("training diverged: NaN or Inf in a layer's loss")
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            if self.scaler is None:
+                loss.backward()
+                self.optimizer.step()
+            else:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
         return loss.detach(), logits.detach()
 
     def set_lr(self, lr: float) -> None:
@@ -474,8 +482,8 @@ class ClassifierCE(LPred):
     ``h`` (B, m) are the logits; targets are not used.
     """
 
-    def __init__(self, params, *, lr: float = 5e-4) -> None:
-        super().__init__(params, lr=lr)
+    def __init__(self, params, *, lr: float = 5e-4, scaler=None) -> None:
+        super().__init__(params, lr=lr, scaler=scaler)
 
     def logits(self, h: Tensor, t: Tensor | None) -> Tensor:
         return h
@@ -485,6 +493,14 @@ def pooled_size(n: int, pool: int, stride: int) -> int:
     """Side of a map of side n after max-pooling (pool, stride); maps smaller than the window
     are left as they are."""
     return n if pool == 0 or n < pool else (n - pool) // stride + 1
+
+
+def max_pool(x: Tensor, pool: int, stride: int) -> Tensor:
+    """Max-pooling (window ``pool``, ``stride``) of maps (N, C, H, W); maps smaller than the
+    window, flat features and ``pool = 0`` are left as they are (see :func:`pooled_size`)."""
+    if pool == 0 or x.dim() < 4 or min(x.shape[-2:]) < pool:
+        return x
+    return nn.functional.max_pool2d(x, pool, stride)
 
 
 class SignalLayer(nn.Module):
@@ -542,6 +558,4 @@ class SignalLayer(nn.Module):
         return p(t)
 
     def _pool(self, x: Tensor) -> Tensor:
-        if x.dim() < 4 or min(x.shape[-2:]) < self.pool:
-            return x
-        return nn.functional.max_pool2d(x, self.pool, self.pool_stride)
+        return max_pool(x, self.pool, self.pool_stride)

@@ -82,9 +82,16 @@ def save_torch(obj, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+# learning-rate schedule keys: a resumed run may change them where the epochs already trained
+# keep their learning rates (e.g. a decay added at a milestone the run has not reached)
+SCHEDULE_KEYS = ("train.decay", "train.schedule", "train.t_max")
+
+
 def load_checkpoint(path: Path, config: Any, resumable: tuple[str, ...] = ()) -> dict:
     """Read ``checkpoint.pt`` and refuse a config that differs from the saved one in a key that
-    is not ``resumable`` (dotted keys, or prefixes ending in ".")."""
+    is not ``resumable`` (dotted keys, or prefixes ending in ".") or in the learning-rate
+    schedule of the epochs already trained (so that a resumed run repeats an uninterrupted
+    run of the new config exactly)."""
     try:
         ckpt = torch.load(path / "checkpoint.pt", map_location=config.device, weights_only=False)
         saved = loads(ckpt["config"], str(path / "checkpoint.pt"), type(config))
@@ -94,10 +101,18 @@ def load_checkpoint(path: Path, config: Any, resumable: tuple[str, ...] = ()) ->
         raise RunDirError(
             f"cannot resume {path}: its checkpoint is not from a `ctsp {config.COMMAND}` run ({e})"
         ) from None
-    differ = [k for k in config.diff(saved) if not k.startswith(resumable)]
+    differ = [k for k in config.diff(saved) if not k.startswith(resumable + SCHEDULE_KEYS)]
     if differ:
         raise RunDirError(
             f"cannot resume {path}: the config differs from the saved run in {', '.join(differ)}"
+        )
+    done = len(ckpt["rows"])
+    moved = [e + 1 for e in range(done) if config.train.lr_factor(e) != saved.train.lr_factor(e)]
+    if moved:
+        raise RunDirError(
+            f"cannot resume {path}: the new learning-rate schedule differs in epoch {moved[0]}, "
+            f"which the run has trained already ({done} epochs; the schedule follows train.epochs: "
+            "to train a long run in parts, keep train.epochs and use --stop-after)"
         )
     return ckpt
 
@@ -149,6 +164,7 @@ def fit(
     progress: bool,
     log,
     layers: list[str] | None = None,
+    stop_after: int | None = None,
 ) -> xr.Dataset:
     """Train ``config.train.epochs`` epochs into the run directory ``path``; the metrics.
 
@@ -156,7 +172,9 @@ def fit(
     ``epoch_seconds`` and ``train_seconds``), save ``best.pt`` when the selection error
     (validation if there is a validation set, else test, as the paper) improves, write
     ``metrics.nc`` and ``checkpoint.pt`` atomically, log one line. With ``resume`` the run
-    continues from ``checkpoint.pt`` (config differences allowed only in ``resumable``).
+    continues from ``checkpoint.pt`` (config differences allowed only in ``resumable`` and in
+    the schedule of epochs not trained yet). ``stop_after``: return after this (1-based) epoch,
+    leaving a run that ``resume`` continues (a chunk of a long run).
     """
     rows: list[dict] = []
     best = {"error": float("inf"), "epoch": -1, "test_error": float("nan")}
@@ -168,7 +186,8 @@ def fit(
     write_text(path / "config.toml", config.to_toml())
     select = "val_error" if data.val_x.shape[0] else "test_error"
     tc, n = config.train, data.train_x.shape[0]
-    for epoch in range(len(rows), tc.epochs):
+    last = tc.epochs if stop_after is None else min(stop_after, tc.epochs)
+    for epoch in range(len(rows), last):
         t0 = time.perf_counter()
         bar = progress_bar(-(-n // tc.batch_size), f"epoch {epoch + 1}/{tc.epochs}", progress)
         try:
@@ -198,8 +217,10 @@ def fit(
             + (f"  val {row['val_error']:.2%}" if "val_error" in row else "")
             + f"  {trainer.summary(row)}  {row['epoch_seconds']:.1f} s"
         )
-    log(
-        f"final test error {rows[-1]['test_error']:.2%} (epoch {rows[-1]['epoch']}); "
-        f"best {best['test_error']:.2%} (epoch {best['epoch']}, by {select}); run in {path}"
-    )
+    if rows:
+        log(
+            f"{'final' if len(rows) == tc.epochs else 'so far:'} test error "
+            f"{rows[-1]['test_error']:.2%} (epoch {rows[-1]['epoch']}/{tc.epochs}); best "
+            f"{best['test_error']:.2%} (epoch {best['epoch']}, by {select}); run in {path}"
+        )
     return metrics_dataset(rows, config, layers)

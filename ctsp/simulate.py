@@ -127,6 +127,7 @@ class Trainer:
         self.lr["loop"] = config.train.loop_lr
         self.persistent = net.zero_state(n_train) if config.train.persistent else None
         self.recorders: list[Recorder] = []  # hooks that simulate() runs (see build_recorders)
+        self.lr_scale = 1.0  # the schedule's factor of the current epoch (train_epoch sets it)
 
     def relax_phase(
         self,
@@ -190,7 +191,7 @@ class Trainer:
         """Eq. 14 for every trainable projection (loop-back included) and the biases."""
         net = self.net
         for e in net.edges:
-            proj, lr = net.projections[e.name], self.lr[e.name]
+            proj, lr = net.projections[e.name], self.lr[e.name] * self.lr_scale
             if not proj.trainable or lr == 0:
                 continue
             dst = net.populations[e.dst]
@@ -220,6 +221,7 @@ class Trainer:
         clamped-phase stats), the stats one per minibatch.
         """
         tc, n = self.config.train, data.train_x.shape[0]
+        self.lr_scale = tc.lr_factor(epoch)
         gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         batches = torch.randperm(n, generator=gen).split(tc.batch_size)
         if tc.beta_sign == "random":
@@ -320,6 +322,7 @@ def simulate(
     progress: bool = True,
     log=None,
     recorders: list[Recorder] | None = None,
+    stop_after: int | None = None,
 ) -> RunResult:
     """Train the continuous-time sigprop loop network of ``config`` and write its run directory.
 
@@ -331,6 +334,8 @@ def simulate(
             saved one only in ``train.epochs``, ``device`` and the ``record`` section).
         progress: show a progress bar within each epoch (stderr).
         log: callable receiving one summary line per epoch (default: print to stdout).
+        stop_after: return after this (1-based) epoch, leaving a resumable run (the schedule
+            stays that of ``train.epochs``).
         recorders: hooks into the run (default: those ``config.record`` asks for).
     """
     log = log or (lambda line: print(line, flush=True))
@@ -356,6 +361,7 @@ def simulate(
         resumable=RESUMABLE_KEYS,
         progress=progress,
         log=log,
+        stop_after=stop_after,
     )
     return RunResult(path, metrics, net)
 

@@ -55,8 +55,7 @@ def advance(config: cfg.RunConfig, path: Path, deadline: float) -> bool:
             return True
         if time.time() > deadline:
             return False
-        step = cfg.with_overrides(config, [(["train", "epochs"], done + 1)])
-        simulate(step, path, resume=done > 0, force=done == 0)
+        simulate(config, path, resume=done > 0, force=done == 0, stop_after=done + 1)
 
 
 def row(name: str, config: cfg.RunConfig, path: Path) -> str:

@@ -53,6 +53,8 @@ class DiscreteNetwork(nn.Module):
             t_0, taken by layer 1).
         prediction: "classifier" (Fig. 2b) or "target" (Fig. 2a).
         compare: the comparison O of the early exits and of L_pred ("dot" or "l2").
+        shapes: the shape of one sample of every layer's output h_i, (C, H, W) or (F,) (used
+            by learning rules that size per-layer parts: DFA's feedback, LL's heads).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class DiscreteNetwork(nn.Module):
         into: str = "hidden",
         prediction: str = "classifier",
         compare: str = "dot",
+        shapes: list[tuple[int, ...]] | None = None,
     ) -> None:
         super().__init__()
         if len(layers) != len(names) or len(layers) < 2:
@@ -74,6 +77,7 @@ class DiscreteNetwork(nn.Module):
         self.into, self.prediction, self.compare_name = into, prediction, compare
         self.compare = comparison(compare)
         self.classes = signal.classes
+        self.shapes = tuple(tuple(s) for s in shapes) if shapes is not None else None
 
     def layer_parameters(self, i: int) -> list[nn.Parameter]:
         """The parameters layer i's loss trains: its own, and the generator's for layer 1."""
@@ -256,6 +260,7 @@ def build(
         into=signal.into,
         prediction=model.prediction,
         compare=model.compare,
+        shapes=shapes,
     )
 
 

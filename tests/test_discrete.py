@@ -388,7 +388,7 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch):
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "r"
-    train(dcfg(train={"epochs": 1}), out, **QUIET)
+    train(dcfg(train={"epochs": 2}), out, stop_after=1, **QUIET)
     good = weights(out)
     original = DiscreteTrainer.train_batch
     calls = []
@@ -421,18 +421,23 @@ def run(capsys, *argv):
 
 def test_ctsp_train_default_run_and_resume(capsys, tmp_path):
     out = tmp_path / "run"
-    code, stdout, _ = run(capsys, "train", "--epochs", "2", "--out", str(out), "--no-progress")
-    assert code == 0 and "epoch   2/2" in stdout and "exits: fc1 " in stdout
+    code, stdout, _ = run(
+        capsys, "train", "--epochs", "3", "--stop-after", "2", "--out", str(out), "--no-progress"
+    )
+    assert code == 0 and "epoch   2/3" in stdout and "exits: fc1 " in stdout
+    assert "so far: test error" in stdout
     m = xr.open_dataset(out / "metrics.nc", engine="scipy")
     assert m.test_exit_error.dims == ("epoch", "layer") and m.sizes["layer"] == 3
-    assert cfg.load(out / "config.toml", cfg.DiscreteRunConfig).train.epochs == 2
+    assert m.sizes["epoch"] == 2
+    assert cfg.load(out / "config.toml", cfg.DiscreteRunConfig).train.epochs == 3
     code, _, err = run(capsys, "train", "--epochs", "2", "--out", str(out))
     assert code == 2 and "exists and is not empty; use --force" in err
     code, _, err = run(capsys, "train", "--out", str(out), "--resume", "--lr", "0.1")
     assert code == 2 and "differs from the saved run in train.lr" in err
-    code, stdout, _ = run(
-        capsys, "train", "--out", str(out), "--resume", "--epochs", "3", "--no-progress"
-    )
+    # more epochs move the step-decay milestones (fractions of train.epochs) into epochs 1-2
+    code, _, err = run(capsys, "train", "--out", str(out), "--resume", "--epochs", "4")
+    assert code == 2 and "schedule differs in epoch 2" in err and "--stop-after" in err
+    code, stdout, _ = run(capsys, "train", "--out", str(out), "--resume", "--no-progress")
     assert code == 0 and "epoch   3/3" in stdout and "epoch   1/" not in stdout
 
 

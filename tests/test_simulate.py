@@ -58,6 +58,30 @@ def test_resume_gives_the_same_weights(tmp_path, extra):
     assert resumed.metrics.test_error.values.tolist() == full.metrics.test_error.values.tolist()
 
 
+def test_schedule_decays_the_chl_rates_and_chunks_resume_exactly(tmp_path):
+    """train.decay scales every Eq. 14 rate from its milestone on; a run trained in chunks
+    (stop_after), with the decay added after the first chunk (before its milestone), ends
+    bitwise equal to an uninterrupted run of the decayed config."""
+    quiet = {"progress": False, "log": lambda s: None}
+    decayed = {"decay": 0.1, "decay_at": [0.5]}  # 4 epochs: epochs 3 and 4 at rate x0.1
+    config = small(4, **decayed)
+    assert [config.train.lr_factor(e) for e in range(4)] == [1, 1, 0.1, 0.1]
+    full = simulate(config, tmp_path / "full", **quiet)
+    part = simulate(small(4), tmp_path / "part", stop_after=1, **quiet)  # no decay yet
+    assert part.metrics.sizes["epoch"] == 1
+    simulate(config, tmp_path / "part", resume=True, stop_after=2, **quiet)
+    resumed = simulate(config, tmp_path / "part", resume=True, **quiet)
+    for k, v in weights(full.path).items():
+        assert torch.equal(v, weights(resumed.path)[k]), k
+    plain = simulate(small(4), tmp_path / "plain", **quiet)  # the decay changed the run
+    assert not torch.equal(
+        weights(plain.path)["projections.input.weight"],
+        weights(full.path)["projections.input.weight"],
+    )
+    with pytest.raises(RunDirError, match="schedule differs in epoch 2"):
+        simulate(small(4, decay=0.1, decay_at=[0.25]), tmp_path / "part", resume=True, **quiet)
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     simulate(small(1), tmp_path / "r", progress=False, log=lambda s: None)
     with pytest.raises(RunDirError, match=r"differs from the saved run in train\.beta, train\.lr"):

@@ -1,0 +1,239 @@
+"""The spiking convolutional network of Table V (paper Sec. VI), built from ctsp's layers.
+
+Layout (``model.arch = "snn"``; reference width c = 128):
+
+    conv(1 -> c) -> BN -> IF -> 2x2 max-pool        for each of model.channels
+    conv(c -> c) -> BN -> IF -> 2x2 max-pool
+    Linear(49c -> 16c) -> IF                         for each of model.hidden
+    Linear(16c -> m), averaged over the T steps      the classification layer (Fig. 2b)
+
+Conv kernel ``model.kernel`` ("same" padding) and pool window ``model.pool`` (stride 2): the
+bundled configs set 3 and 2. Batch norm (``model.batch_norm``) follows the conv layers only, as
+in Table V; the dense layers have a bias instead. Weights U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+The image is fed at every one of the T = ``model.time_steps`` steps (direct encoding). The IF
+threshold is ``model.threshold``, or the rule's default (0.5 for sigprop, 1.0 for bp and
+shallow).
+
+:class:`SpikingNetwork` is a :class:`models.discrete.DiscreteNetwork` whose layers are
+:class:`ctsp.spiking.SpikingLayer` and :class:`ctsp.spiking.Readout`: the target generator, the
+parameter partition, the early exits and the target-loop feedback are the discrete ones; what
+is new is :meth:`SpikingNetwork.pairs` (spike trains between layers, each layer's loss on its
+time-averaged output) and :meth:`SpikingNetwork.forward`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from torch import Tensor
+
+from ctsp.config import DiscreteRunConfig
+from ctsp.errors import ConfigError
+from ctsp.layers import Conv2d, Linear, SignalLayer, StaticNeuron, pooled_size
+from ctsp.signals import TargetGenerator, make_generator
+from ctsp.spiking import IFNeuron, Readout, SpikingLayer, autocast, check_precision, repeat_in_time
+
+from .discrete import DiscreteNetwork, target_shape
+
+DEFAULT_THRESHOLDS = {"sigprop": 0.5, "bp": 1.0, "shallow": 1.0}
+
+
+class SpikingNetwork(DiscreteNetwork):
+    """Spiking layers, a classification layer and a target generator.
+
+    Args:
+        layers: :class:`SpikingLayer` s, input side first, then the :class:`Readout`.
+        names: one per layer (``conv1``, …, ``fc1``, ``out``).
+        signal: the target generator; its targets enter like the input ("input"/"sparse":
+            a target fed at every step into layer 1) or stand for layer 1's output ("hidden":
+            the time-averaged output; fed at every step into layer 2).
+        compare: the comparison O of L_pred and the early exits.
+        time_steps: T.
+        spike_loss: what each layer's loss sees: "surrogate" (the firing rate mean_t s_t, with
+            the surrogate gradient) or "voltage" (the mean pre-spike membrane voltage).
+        precision: "float32", or the autocast type of the layers ("float16", "bfloat16").
+    """
+
+    def __init__(
+        self,
+        layers: list,
+        names: list[str],
+        signal: TargetGenerator,
+        *,
+        into: str = "input",
+        compare: str = "dot",
+        time_steps: int = 4,
+        spike_loss: str = "surrogate",
+        precision: str = "float32",
+    ) -> None:
+        super().__init__(layers, names, signal, into=into, prediction="classifier", compare=compare)
+        self.time_steps, self.spike_loss, self.precision = time_steps, spike_loss, precision
+
+    @property
+    def readout(self) -> Readout:
+        return self.layers[-1]
+
+    def autocast(self, x: Tensor):
+        return autocast(x.device, self.precision)
+
+    def features(self, x: Tensor) -> Tensor:
+        """The spike train (T, B, ...) of the last spiking layer, the input path only."""
+        h = repeat_in_time(x, self.time_steps)
+        with self.autocast(x):
+            for layer in self.layers[:-1]:
+                h = layer(h).h
+        return h
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Inference (and BP-surrogate): the classifier's logits (B, m), averaged over the T
+        steps, in float32. Differentiable through the surrogate spikes of every layer."""
+        h = self.features(x)
+        with self.autocast(x):
+            z = self.readout(h)
+        return z.float()
+
+    def pairs(self, x: Tensor) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """Forward pass with the learning signal: yields each layer's loss inputs in order.
+
+        For a spiking layer (h_i, t_i): the time averages over the T steps of its output for
+        the input path (B, ...) and the target path ((m, ...), or (B, m, ...) for per-sample
+        generators) — surrogate spikes (firing rates) or pre-spike voltages (``spike_loss``) —
+        in float32. With ``into = "hidden"`` t_1 is the generator's output itself. For the
+        classification layer: (z, None), z the time-averaged logits.
+
+        The spike trains go on to the next layer detached (no gradient crosses a layer; the
+        generator's output is not detached before layer 1). Layers run under the autocast of
+        ``precision``; the next layer is computed only when the caller asks for it, after it
+        has used (h_i, t_i) (so layer i has been updated; its outputs came from the weights
+        before the update).
+        """
+        sig, steps, b = self.signal, self.time_steps, x.shape[0]
+        voltage = self.spike_loss == "voltage"
+        feedback = self.feedback(x) if sig.needs_feedback else None
+        h, t = repeat_in_time(x, steps), None
+        if self.into != "hidden":
+            t = repeat_in_time(self._rows(self.first_targets(x, None, feedback)), steps)
+        for i, layer in enumerate(self.layers):
+            if layer is self.readout:
+                with self.autocast(x):
+                    z = layer(h.detach())
+                yield z.float(), None
+                return
+            t_in = None if t is None else (t if i == 0 else t.detach())
+            with self.autocast(x):
+                out = layer(h.detach(), t_in, voltage=voltage)
+            h, t = out.h, out.t
+            seen_h, seen_t = (out.h_voltage, out.t_voltage) if voltage else (out.h, out.t)
+            view_h = seen_h.mean(0).float()
+            if i == 0 and self.into == "hidden":
+                view_t = self.first_targets(x, view_h, feedback)
+                t = repeat_in_time(self._rows(view_t), steps)
+            else:
+                view_t = self._unrows(seen_t.mean(0).float(), b)
+            yield view_h, view_t
+
+    def _rows(self, t: Tensor) -> Tensor:
+        """Targets -> rows: per-sample (B, m, ...) -> (B*m, ...)."""
+        return t.flatten(0, 1) if self.signal.per_sample else t
+
+    def _unrows(self, t: Tensor, b: int) -> Tensor:
+        return t.unflatten(0, (b, self.classes)) if self.signal.per_sample else t
+
+
+def threshold(config: DiscreteRunConfig) -> float:
+    """``model.threshold``, or the rule's default (0.5 sigprop, 1.0 bp and shallow)."""
+    return config.model.threshold or DEFAULT_THRESHOLDS[config.train.rule]
+
+
+def _check(config: DiscreteRunConfig) -> None:
+    model, rule = config.model, config.train.rule
+    if rule not in DEFAULT_THRESHOLDS:
+        raise ConfigError(f'train.rule = {rule!r} is not available for model.arch = "snn"')
+    if model.spike_loss == "voltage" and rule != "sigprop":
+        raise ConfigError(
+            f'model.spike_loss = "voltage" is a sigprop variant; train.rule = {rule!r} needs '
+            '"surrogate"'
+        )
+    if model.prediction != "classifier":
+        raise ConfigError(
+            'model.arch = "snn" has a classification layer: use model.prediction = "classifier"'
+        )
+    if model.dropout:
+        raise ConfigError('model.dropout is not available for model.arch = "snn" (use 0)')
+    check_precision(config.train.precision, config.device)
+
+
+def build_layers(
+    config: DiscreteRunConfig, image_shape: tuple[int, int, int], classes: int
+) -> tuple[list, list[str], list[tuple[int, ...]]]:
+    """The spiking layers and the readout for images (C, H, W): (layers, names, output shapes)."""
+    model, bn = config.model, config.signal.bn_targets
+    theta = threshold(config)
+    surrogate = not (config.train.rule == "sigprop" and model.spike_loss == "voltage")
+    c, hgt, wid = image_shape
+    layers, names, shapes = [], [], []
+    for k, ch in enumerate(model.channels):
+        proj = Conv2d(
+            c,
+            ch,
+            model.kernel,
+            padding=model.kernel // 2,
+            bias=not model.batch_norm,
+            grad=True,
+            init="fan_in",
+        )
+        current = StaticNeuron(
+            ch, batch_norm=model.batch_norm, activation="identity", bn_targets=bn
+        )
+        layers.append(
+            SpikingLayer(
+                SignalLayer(proj, current),
+                IFNeuron(theta, surrogate=surrogate),
+                pool=model.pool,
+                pool_stride=2,
+            )
+        )
+        c, hgt, wid = ch, pooled_size(hgt, model.pool, 2), pooled_size(wid, model.pool, 2)
+        names.append(f"conv{k + 1}")
+        shapes.append((c, hgt, wid))
+    n, flatten = c * hgt * wid, True
+    for k, size in enumerate(model.hidden):
+        proj = Linear(n, size, bias=True, grad=True, init="fan_in")
+        current = StaticNeuron(size, batch_norm=False, activation="identity")
+        synapse = SignalLayer(proj, current, flatten=flatten)
+        layers.append(SpikingLayer(synapse, IFNeuron(theta, surrogate=surrogate)))
+        n, flatten = size, False
+        names.append(f"fc{k + 1}")
+        shapes.append((n,))
+    proj = Linear(n, classes, bias=True, grad=True, init="fan_in")
+    identity = StaticNeuron(classes, batch_norm=False, activation="identity")
+    layers.append(Readout(SignalLayer(proj, identity, flatten=flatten)))
+    names.append("out")
+    shapes.append((classes,))
+    return layers, names, shapes
+
+
+def build(
+    config: DiscreteRunConfig, image_shape: tuple[int, int, int], classes: int
+) -> SpikingNetwork:
+    """The spiking network of ``config.model`` with the target generator of ``config.signal``
+    (seed torch first). The layers are drawn before the generator, so every rule starts from
+    the same weights."""
+    _check(config)
+    model, signal = config.model, config.signal
+    layers, names, shapes = build_layers(config, image_shape, classes)
+    shape = target_shape(signal, layers[0].synapse, image_shape, shapes[0])
+    slope = model.slope if signal.into == "hidden" else None
+    gen = make_generator(
+        signal.generator, classes, shape, slope=slope, fixed=signal.fixed, eta=signal.eta
+    )
+    return SpikingNetwork(
+        layers,
+        names,
+        gen,
+        into=signal.into,
+        compare=model.compare,
+        time_steps=model.time_steps,
+        spike_loss=model.spike_loss,
+        precision=config.train.precision,
+    )
