@@ -301,12 +301,7 @@ def train(
     """
     log = log or (lambda line: print(line, flush=True))
     device = resolve_device(config.device)
-    data = datasets.load(
-        config.data.name,
-        data_dir=config.data.dir or None,
-        validation=config.data.validation,
-        seed=config.seed,
-    )
+    data = runs.load_data(config)
     net = build_network(config, data.image_shape, data.classes)
     path = prepare(Path(out) if out is not None else None, config.name, force=force, resume=resume)
     net = net.to(device)

@@ -42,6 +42,18 @@ class RunResult:
         return float(self.metrics.test_error.min())
 
 
+def load_data(config: Any):
+    """The dataset of ``config.data`` (name, directory, validation split seeded by ``seed``)."""
+    from . import data
+
+    return data.load(
+        config.data.name,
+        data_dir=config.data.dir or None,
+        validation=config.data.validation,
+        seed=config.seed,
+    )
+
+
 def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise CtspError(f"device {name!r} requested but CUDA is not available on this machine")

@@ -340,12 +340,7 @@ def simulate(
     """
     log = log or (lambda line: print(line, flush=True))
     device = resolve_device(config.device)
-    data = datasets.load(
-        config.data.name,
-        data_dir=config.data.dir or None,
-        validation=config.data.validation,
-        seed=config.seed,
-    )
+    data = runs.load_data(config)
     check_sizes(config, data)
     recorders = build_recorders(config, data) if recorders is None else recorders
     path = prepare(Path(out) if out is not None else None, config.name, force=force, resume=resume)
