@@ -23,7 +23,7 @@ A ``DiscreteRunConfig`` has the same top-level keys and four sections::
     [data]     name, dir, validation, crop, flip
     [model]    arch, hidden, channels, kernel, pool, width, dropout, batch_norm, slope,
                prediction, compare, time_steps, threshold, spike_loss
-    [signal]   generator, into, sparse_features, eta, fixed, bn_targets
+    [signal]   generator, into, sparse_features, eta, fixed, bn_targets, target_dropout
     [train]    epochs, batch_size, lr, decay, decay_at, schedule, t_max, rule, precision,
                eval_batch_size
 
@@ -312,6 +312,8 @@ class SignalConfig:
     fixed: bool = False  # the target generator keeps its random weights (not trained)
     bn_targets: str = "input"  # batch-norm statistics: "input" (inputs only, Sec. III-D),
     #                            "running" (targets in inference mode), "joint" (inputs and targets)
+    target_dropout: bool = False  # apply model.dropout to the target path too (independent masks
+    #                               per target row); off: targets pass without dropout
 
     def __post_init__(self) -> None:
         _choice("signal.generator", self.generator, GENERATORS)

@@ -259,9 +259,15 @@ class StaticNeuron(nn.Module):
       targets pass in inference mode);
     - ``"joint"``: inputs and targets pooled, as one batch norm over the concatenated batch.
 
-    In eval mode both paths use the running statistics. Dropout masks are independent for the
-    two paths. The running statistics follow ``torch.nn.BatchNorm`` (momentum 0.1, unbiased
-    running variance).
+    In eval mode both paths use the running statistics. The running statistics follow
+    ``torch.nn.BatchNorm`` (momentum 0.1, unbiased running variance).
+
+    Dropout (training only) applies to the input path. The target path passes without it unless
+    ``target_dropout`` (then with its own independent mask per target row): the m class targets
+    share a large common part and differ in a small class-specific one, so independent masks
+    add noise of the common part's size to every class comparison h . t_k. Where that
+    comparison is not averaged over many positions (1x1 maps, flat layers, sparse targets) the
+    noise drowns the class differences and the layer does not learn (docs/results.md, VGG8b).
     """
 
     def __init__(
@@ -273,6 +279,7 @@ class StaticNeuron(nn.Module):
         slope: float = 0.01,
         dropout: float = 0.0,
         bn_targets: str = "input",
+        target_dropout: bool = False,
         momentum: float = 0.1,
         eps: float = 1e-5,
     ) -> None:
@@ -285,6 +292,7 @@ class StaticNeuron(nn.Module):
             )
         self.features, self.batch_norm, self.activation = features, batch_norm, activation
         self.slope, self.dropout, self.bn_targets = slope, dropout, bn_targets
+        self.target_dropout = target_dropout
         self.momentum, self.eps = momentum, eps
         if batch_norm:
             self.norm_weight = nn.Parameter(torch.ones(features))
@@ -299,7 +307,8 @@ class StaticNeuron(nn.Module):
         t = None if t is None else self.act(t)
         if self.dropout > 0 and self.training:
             h = nn.functional.dropout(h, self.dropout, True)
-            t = None if t is None else nn.functional.dropout(t, self.dropout, True)
+            if t is not None and self.target_dropout:
+                t = nn.functional.dropout(t, self.dropout, True)
         return h, t
 
     def act(self, x: Tensor) -> Tensor:
@@ -339,7 +348,8 @@ class StaticNeuron(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.features}, batch_norm={self.batch_norm}, {self.activation}"
-            f"(slope={self.slope}), dropout={self.dropout}, bn_targets={self.bn_targets}"
+            f"(slope={self.slope}), dropout={self.dropout}, bn_targets={self.bn_targets}, "
+            f"target_dropout={self.target_dropout}"
         )
 
 

@@ -151,22 +151,23 @@ class DiscreteNetwork(nn.Module):
         return torch.stack([z.argmax(1) for z in self.exit_logits(x)], 1)
 
 
-def _neuron(features: int, model: ModelConfig, bn_targets: str) -> StaticNeuron:
+def _neuron(features: int, model: ModelConfig, signal: SignalConfig) -> StaticNeuron:
     return StaticNeuron(
         features,
         batch_norm=model.batch_norm,
         slope=model.slope,
         dropout=model.dropout,
-        bn_targets=bn_targets,
+        bn_targets=signal.bn_targets,
+        target_dropout=signal.target_dropout,
     )
 
 
-def _dense(n_in: int, n_out: int, model: ModelConfig, bn_targets: str, flatten: bool):
+def _dense(n_in: int, n_out: int, model: ModelConfig, signal: SignalConfig, flatten: bool):
     proj = Linear(n_in, n_out, bias=not model.batch_norm, grad=True, init="fan_in")
-    return SignalLayer(proj, _neuron(n_out, model, bn_targets), flatten=flatten)
+    return SignalLayer(proj, _neuron(n_out, model, signal), flatten=flatten)
 
 
-def _conv(c_in, c_out, kernel, pool, model: ModelConfig, bn_targets: str) -> SignalLayer:
+def _conv(c_in, c_out, kernel, pool, model: ModelConfig, signal: SignalConfig) -> SignalLayer:
     proj = Conv2d(
         c_in,
         c_out,
@@ -176,7 +177,7 @@ def _conv(c_in, c_out, kernel, pool, model: ModelConfig, bn_targets: str) -> Sig
         grad=True,
         init="fan_in",
     )
-    return SignalLayer(proj, _neuron(c_out, model, bn_targets), pool=pool, pool_stride=2)
+    return SignalLayer(proj, _neuron(c_out, model, signal), pool=pool, pool_stride=2)
 
 
 def _output(n_in: int, classes: int, flatten: bool) -> SignalLayer:
@@ -186,9 +187,14 @@ def _output(n_in: int, classes: int, flatten: bool) -> SignalLayer:
 
 
 def build_layers(
-    model: ModelConfig, image_shape: tuple[int, int, int], classes: int, bn_targets: str = "input"
+    model: ModelConfig,
+    image_shape: tuple[int, int, int],
+    classes: int,
+    signal: SignalConfig | None = None,
 ) -> tuple[list[SignalLayer], list[str], list[tuple[int, ...]]]:
-    """The layers of ``model.arch`` for images (C, H, W): (layers, names, output shapes)."""
+    """The layers of ``model.arch`` for images (C, H, W): (layers, names, output shapes);
+    ``signal`` (default :class:`SignalConfig`) sets how the neurons treat the target path."""
+    signal = signal or SignalConfig()
     c, hgt, wid = image_shape
     layers, names, shapes = [], [], []
     convs: list[tuple[int, int, int]] = []  # (channels, kernel, pool)
@@ -201,13 +207,13 @@ def build_layers(
                 pool = 2 if j + 1 < len(spec) and spec[j + 1] == "M" else 0
                 convs.append((ch * model.width, 3, pool))
     for k, (ch, kernel, pool) in enumerate(convs):
-        layers.append(_conv(c, ch, kernel, pool, model, bn_targets))
+        layers.append(_conv(c, ch, kernel, pool, model, signal))
         c, hgt, wid = ch, pooled_size(hgt, pool, 2), pooled_size(wid, pool, 2)
         names.append(f"conv{k + 1}")
         shapes.append((c, hgt, wid))
     n, flatten = c * hgt * wid, True
     for k, size in enumerate(model.hidden):
-        layers.append(_dense(n, size, model, bn_targets, flatten))
+        layers.append(_dense(n, size, model, signal, flatten))
         n, flatten = size, False
         names.append(f"fc{k + 1}")
         shapes.append((n,))
@@ -247,7 +253,7 @@ def build(
     classes: int,
 ) -> DiscreteNetwork:
     """The network of ``model`` with the target generator of ``signal`` (seed torch first)."""
-    layers, names, shapes = build_layers(model, image_shape, classes, signal.bn_targets)
+    layers, names, shapes = build_layers(model, image_shape, classes, signal)
     shape = target_shape(signal, layers[0], image_shape, shapes[0])
     slope = model.slope if signal.into == "hidden" else None
     gen = make_generator(

@@ -163,6 +163,36 @@ def test_dropout_after_activation_and_leaky_relu():
     assert torch.equal(neuron(x)[0], torch.full((4, 1000), -0.02))
 
 
+def test_targets_pass_without_dropout_unless_asked():
+    torch.manual_seed(0)
+    h, t = torch.ones(4, 1000), torch.ones(10, 1000)
+    neuron = StaticNeuron(1000, batch_norm=False, dropout=0.5)
+    out_h, out_t = neuron(h, t)
+    assert set(out_h.unique().tolist()) == {0.0, 2.0}  # dropped, the rest scaled by 1 / 0.5
+    assert torch.equal(out_t, t)  # the target path keeps every unit
+    with_targets = StaticNeuron(1000, batch_norm=False, dropout=0.5, target_dropout=True)
+    _, out_t = with_targets(h, t)
+    assert set(out_t.unique().tolist()) == {0.0, 2.0}
+    assert not torch.equal(out_t[0], out_t[1])  # an independent mask per target row
+
+
+def test_target_dropout_stalls_sparse_targets_on_flat_layers(tmp_path):
+    """Why targets skip dropout (docs/results.md): with sparse (1x1) targets, independent dropout
+    masks on the class targets drown the class differences in fc1's comparison h . t_k, which
+    stays at chance, while without target dropout it learns (same seed and data)."""
+    model = {"arch": "conv", "channels": [16, 32], "kernel": 3, "pool": 2, "hidden": [128]}
+    fc1 = {}
+    for target_dropout in (False, True):
+        config = dcfg(
+            model={**model, "dropout": 0.1},
+            signal={"into": "sparse", "target_dropout": target_dropout},
+            train={"epochs": 6, "batch_size": 32},
+        )
+        result = train(config, tmp_path / str(target_dropout), **QUIET)
+        fc1[target_dropout] = float(result.metrics.test_exit_error[-1].sel(layer="fc1"))
+    assert fc1[False] < 0.6 and fc1[True] > 0.8, fc1
+
+
 # --- sparse targets (Sec. III-E) ---------------------------------------------------------------
 
 
