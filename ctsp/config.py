@@ -25,7 +25,7 @@ A ``DiscreteRunConfig`` has the same top-level keys and four sections::
                prediction, compare, time_steps, threshold, spike_loss
     [signal]   generator, into, sparse_features, eta, fixed, bn_targets, target_dropout
     [train]    epochs, batch_size, lr, decay, decay_at, schedule, t_max, rule, precision,
-               eval_batch_size
+               eval_batch_size, recalibrate_bn
 
 Every key is documented on its dataclass field below. Unknown keys, wrong types and out-of-range
 values raise :class:`ctsp.errors.ConfigError` with one line naming the key. ``to_toml`` writes a
@@ -336,10 +336,14 @@ class DiscreteTrainConfig(LRSchedule):
     #                        "ll-fa" | "shallow" (only the classification layer trains)
     precision: str = "float32"  # "float16" (autocast + gradient scaling, CUDA) | "bfloat16"
     eval_batch_size: int = 1000
+    recalibrate_bn: int = 0  # before each evaluation, recompute the batch-norm running
+    #   statistics from this many training minibatches (inference path, no dropout, no update;
+    #   ctsp.layers.recalibrate_batch_norm); 0 keeps the running averages of training
 
     def __post_init__(self) -> None:
         self._check_schedule()
         _choice("train.rule", self.rule, RULES)
+        _require(self.recalibrate_bn >= 0, "train.recalibrate_bn", self.recalibrate_bn, ">= 0")
         _choice("train.precision", self.precision, PRECISIONS)
         _require(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
         _require(self.batch_size >= 2, "train.batch_size", self.batch_size, ">= 2")

@@ -36,12 +36,14 @@ from . import data as datasets
 from . import runs
 from .config import DiscreteRunConfig, DiscreteTrainConfig
 from .errors import DivergenceError
-from .layers import ClassifierCE, LPred
+from .layers import ClassifierCE, LPred, recalibrate_batch_norm
 from .rundir import prepare
 from .runs import RunResult, resolve_device
 
-# keys (or key prefixes ending in ".") that a resumed run may change
-RESUMABLE_KEYS = ("train.epochs", "device")
+# keys (or key prefixes ending in ".") that a resumed run may change; train.recalibrate_bn acts
+# from the next evaluation on (it changes training only where training reads the running
+# statistics: signal.bn_targets = "running" and the target-loop generators' inference pass)
+RESUMABLE_KEYS = ("train.epochs", "device", "train.recalibrate_bn")
 
 
 def build_network(config: DiscreteRunConfig, image_shape: tuple[int, int, int], classes: int):
@@ -254,7 +256,20 @@ class DiscreteTrainer:
             "lr": lr,
         }
 
+    def recalibrate(self, data: datasets.Dataset) -> None:
+        """``train.recalibrate_bn`` minibatches of a seeded permutation of the training set
+        through :func:`ctsp.layers.recalibrate_batch_norm` (nothing when 0)."""
+        tc = self.config.train
+        if not tc.recalibrate_bn:
+            return
+        gen = torch.Generator().manual_seed(self.config.seed)
+        order = torch.randperm(data.train_x.shape[0], generator=gen)
+        chunks = order[: tc.recalibrate_bn * tc.batch_size].split(tc.batch_size)
+        batches = (data.train_x[idx].to(self.device) for idx in chunks if idx.shape[0] > 1)
+        recalibrate_batch_norm(self.net, batches)
+
     def eval_metrics(self, data: datasets.Dataset) -> dict:
+        self.recalibrate(data)
         test = self.evaluate(data.test_x, data.test_y)
         row = {"test_error": test[-1], "test_exit_error": test}
         if data.val_x.shape[0]:

@@ -353,6 +353,46 @@ class StaticNeuron(nn.Module):
         )
 
 
+@torch.no_grad()
+def recalibrate_batch_norm(net: nn.Module, batches) -> int:
+    """Recompute the running statistics of every :class:`StaticNeuron` of ``net`` as the plain
+    average of its batch statistics over ``batches`` (an iterable of input minibatches), each
+    passed through ``net`` (``net(x)``, the inference path) in training mode without dropout
+    and without any weight change ("precise batch norm"). The running averages of training
+    (momentum 0.1) lag weights that move fast; these match the final weights. A neuron called
+    several times per minibatch (spiking networks: once per time step) averages over all its
+    calls. Modes, momenta and dropout rates are restored afterwards. Returns the number of
+    minibatches used.
+    """
+    neurons = [m for m in net.modules() if isinstance(m, StaticNeuron) and m.batch_norm]
+    saved = [(m.momentum, m.dropout) for m in neurons]
+    calls = dict.fromkeys(neurons, 0)
+
+    def count(module: StaticNeuron, args) -> None:
+        calls[module] += 1
+        module.momentum = 1.0 / calls[module]  # running = mean of the batch statistics so far
+
+    hooks = [m.register_forward_pre_hook(count) for m in neurons]
+    was = net.training
+    for m in neurons:
+        m.running_mean.zero_()
+        m.running_var.fill_(1.0)
+        m.dropout = 0.0
+    net.train()
+    k = 0
+    try:
+        for x in batches:
+            net(x)
+            k += 1
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for m, (momentum, dropout) in zip(neurons, saved, strict=True):
+            m.momentum, m.dropout = momentum, dropout
+        net.train(was)
+    return k
+
+
 def _joint_moments(h: Tensor, t: Tensor) -> tuple[Tensor, Tensor, int]:
     """Mean and biased variance per channel over the rows (and positions) of h and t together."""
     dh, dt = [0, *range(2, h.dim())], [0, *range(2, t.dim())]

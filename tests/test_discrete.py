@@ -7,6 +7,7 @@ import torch
 import xarray as xr
 
 from ctsp import config as cfg
+from ctsp import runs
 from ctsp.cli import main
 from ctsp.discrete import DiscreteTrainer, augment, build_network, learning_rate, train
 from ctsp.errors import ConfigError, DivergenceError
@@ -19,6 +20,7 @@ from ctsp.layers import (
     StaticNeuron,
     o_dot,
     o_l2,
+    recalibrate_batch_norm,
 )
 from ctsp.signals import TargetInput, TargetLoop, TargetLoopError, TargetOnly
 from models import LoopNetwork
@@ -193,6 +195,59 @@ def test_target_dropout_stalls_sparse_targets_on_flat_layers(tmp_path):
     assert fc1[False] < 0.6 and fc1[True] > 0.8, fc1
 
 
+def test_recalibrated_statistics_are_the_average_of_the_batch_statistics():
+    """Precise batch norm against a direct computation: layer 1's running mean and variance
+    become the mean of its per-batch current means and unbiased variances; layer 2's follow
+    from layer 1 normalised with the batch statistics, without dropout. Weights, modes,
+    momenta and dropout rates are left as they were."""
+    torch.manual_seed(0)
+    net = build(
+        cfg.ModelConfig(hidden=(6, 5), dropout=0.5), cfg.SignalConfig(), (1, 2, 2), classes=3
+    )
+    net.eval()
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k}
+    batches = [torch.randn(8, 1, 2, 2) * 3 + 1 for _ in range(3)]
+    assert recalibrate_batch_norm(net, iter(batches)) == 3
+    first, second = net.layers[0], net.layers[1]
+    currents = [first.projection(x.flatten(1)) for x in batches]
+    torch.testing.assert_close(
+        first.neuron.running_mean, torch.stack([c.mean(0) for c in currents]).mean(0)
+    )
+    torch.testing.assert_close(
+        first.neuron.running_var, torch.stack([c.var(0) for c in currents]).mean(0)
+    )
+    hidden = [
+        torch.nn.functional.leaky_relu((c - c.mean(0)) / torch.sqrt(c.var(0, False) + 1e-5), 0.01)
+        for c in currents
+    ]
+    c2 = [second.projection(h) for h in hidden]
+    torch.testing.assert_close(
+        second.neuron.running_mean, torch.stack([c.mean(0) for c in c2]).mean(0)
+    )
+    assert not net.training and first.neuron.dropout == 0.5 and first.neuron.momentum == 0.1
+    after = {k: v for k, v in net.state_dict().items() if "running" not in k}
+    assert all(torch.equal(after[k], weights[k]) for k in weights)
+
+
+def test_training_recalibrates_before_every_evaluation(tmp_path):
+    """With train.recalibrate_bn = N the saved model carries the statistics of N seeded
+    training minibatches under its final weights (recomputing them changes nothing), and
+    the setting may change on resume."""
+    config = dcfg(model={"dropout": 0.2}, train={"epochs": 2, "recalibrate_bn": 3})
+    result = train(config, tmp_path / "run", stop_after=1, **QUIET)
+    saved = weights(result.path)["model"]
+    data = runs.load_data(config)
+    net = build_network(config, data.image_shape, data.classes)
+    net.load_state_dict(saved)
+    order = torch.randperm(data.train_x.shape[0], generator=torch.Generator().manual_seed(0))
+    recalibrate_batch_norm(net, (data.train_x[i] for i in order[: 3 * 128].split(128)))
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(value, saved[key], msg=key)
+    more = dcfg(model={"dropout": 0.2}, train={"epochs": 2, "recalibrate_bn": 0})  # resumable
+    assert train(more, result.path, resume=True, **QUIET).metrics.sizes["epoch"] == 2
+
+
+# --- sparse targets (Sec. III-E) ---------------------------------------------------------------
 # --- sparse targets (Sec. III-E) ---------------------------------------------------------------
 
 
