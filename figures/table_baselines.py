@@ -303,8 +303,15 @@ def describe(net_label: str, config: cfg.DiscreteRunConfig, args) -> str:
     return (
         f"- {net_label}: {data}, {reduced}; {t.epochs} epochs (lr {t.lr:g}, x{t.decay:g} at "
         f"{', '.join(f'{f:.0%}' for f in t.decay_at)} of the epochs), batch {t.batch_size}, "
-        f"dropout {config.model.dropout:g}, crop {config.data.crop}, seed {config.seed}, "
-        f"device {config.device}."
+        f"dropout {config.model.dropout:g}"
+        + (" (targets too)" if config.signal.target_dropout else " (input path only)")
+        + f", crop {config.data.crop}, seed {config.seed}, device {config.device}"
+        + (
+            f", batch-norm statistics recomputed from {t.recalibrate_bn} training minibatches "
+            "before evaluating."
+            if t.recalibrate_bn
+            else "."
+        )
     )
 
 
