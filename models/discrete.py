@@ -190,11 +190,10 @@ def build_layers(
     model: ModelConfig,
     image_shape: tuple[int, int, int],
     classes: int,
-    signal: SignalConfig | None = None,
+    signal: SignalConfig,
 ) -> tuple[list[SignalLayer], list[str], list[tuple[int, ...]]]:
     """The layers of ``model.arch`` for images (C, H, W): (layers, names, output shapes);
-    ``signal`` (default :class:`SignalConfig`) sets how the neurons treat the target path."""
-    signal = signal or SignalConfig()
+    ``signal`` sets how the neurons treat the target path (batch norm, dropout)."""
     c, hgt, wid = image_shape
     layers, names, shapes = [], [], []
     convs: list[tuple[int, int, int]] = []  # (channels, kernel, pool)
