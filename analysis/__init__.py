@@ -1,7 +1,11 @@
+"""Computations on networks and runs: loop alignment (Fig. 4), trajectories (recording and
+analysis), the efficiency of training steps. Imports only from ``ctsp`` (and ``models``)."""
+
 from .alignment import AlignmentRecorder, load_alignment, loop_angles, loop_weights, paper_names
 from .efficiency import COUNTED, Sections
 from .efficiency import markdown as efficiency_markdown
 from .efficiency import measure as measure_efficiency
+from .recording import TrajectoryRecorder
 from .trajectories import (
     convergence_time,
     open_trajectories,
@@ -31,4 +35,5 @@ __all__ = [
     "plot_residual",
     "population_summary",
     "settling_time",
+    "TrajectoryRecorder",
 ]

@@ -30,8 +30,7 @@ import numpy as np
 import xarray as xr
 
 from ctsp.errors import ConfigError
-from ctsp.rundir import atomic_write
-from ctsp.simulate import Recorder
+from ctsp.runs import Recorder, files, save_netcdf
 
 __all__ = [
     "ALIGNMENT_FILE",
@@ -42,7 +41,7 @@ __all__ = [
     "paper_names",
 ]
 
-ALIGNMENT_FILE = "alignment.nc"
+ALIGNMENT_FILE = files.ALIGNMENT
 
 
 def _as_float64(w) -> np.ndarray:
@@ -140,6 +139,8 @@ class AlignmentRecorder(Recorder):
     ("W2W3∠W1", …). ``state_dict`` / ``load_state_dict`` carry the record across a resume.
     """
 
+    name = "alignment"
+
     def __init__(self, config) -> None:
         self.config = config
         self.every = int(config.record.alignment_every)
@@ -169,7 +170,11 @@ class AlignmentRecorder(Recorder):
         self._epoch_batches = batch + 1
         if self.seen % self.every == 0:
             names, weights = loop_weights(trainer.net)
-            assert names == self.names, (names, self.names)
+            if names != self.names:
+                raise ConfigError(
+                    f"the network's loop {names} is not the one network.sizes describes "
+                    f"({self.names})"
+                )
             self.records.append(
                 {
                     "step": self.seen,
@@ -189,7 +194,7 @@ class AlignmentRecorder(Recorder):
             self.seen += shift
             for r in self.records:
                 r["step"] += shift
-        save_alignment(self.dataset(), Path(path) / ALIGNMENT_FILE)
+        save_netcdf(self.dataset(), Path(path) / ALIGNMENT_FILE)
 
     def dataset(self) -> xr.Dataset:
         """The record so far as an xarray Dataset (see the class docstring)."""
@@ -230,7 +235,6 @@ class AlignmentRecorder(Recorder):
 
     def state_dict(self) -> dict:
         return {
-            "recorder": "alignment",
             "records": [dict(r) for r in self.records],
             "seen": self.seen,
             "batches_per_epoch": self.batches_per_epoch,
@@ -238,15 +242,9 @@ class AlignmentRecorder(Recorder):
 
     def load_state_dict(self, state: dict) -> None:
         self._reset()
-        if not state or state.get("recorder") != "alignment":
-            return  # the checkpoint held no alignment record: start one (steps fixed later)
         self.records = [dict(r) for r in state["records"]]
         self.seen = int(state["seen"])
         self.batches_per_epoch = state["batches_per_epoch"]
-
-
-def save_alignment(ds: xr.Dataset, path: Path) -> None:
-    atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
 
 
 def load_alignment(run: str | Path) -> xr.Dataset:

@@ -14,8 +14,9 @@ for every rule, already on the device) and runs the rule's ``train_batch`` on it
    above the level at the start of the step, while each part ran. CUDA:
    ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` at every mark. CPU:
    the torch profiler's memory events (every allocation and free of the CPU allocator, with
-   its time) summed in time order between ``record_function`` marks; the profiler starts one
-   step before the measured one, so that the frees of the previous step's tensors count.
+   its time, read from the profiler's exported chrome trace) summed in time order between
+   ``record_function`` marks; the profiler starts one step before the measured one, so that
+   the frees of the previous step's tensors count.
 
 Every number is the median over the repeats. :data:`COUNTED` says what each part contains;
 :func:`markdown` writes the rows as tables with that statement.
@@ -23,7 +24,11 @@ Every number is the median over the repeats. :data:`COUNTED` says what each part
 
 from __future__ import annotations
 
+import decimal
+import json
+import os
 import statistics
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -38,7 +43,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from ctsp import config as cfg
 from ctsp import data as datasets
-from ctsp.discrete import build_network, make_learner
+from ctsp.app import build_discrete_network, make_learner
 from ctsp.runs import resolve_device
 
 TARGET = "target"  # the target generator's forward pass (sigprop)
@@ -46,6 +51,7 @@ UPDATE = "update"  # one optimizer step over several layers (BP, FA, DFA)
 OTHER = "other"  # the learner's glue outside any layer (part of the total only)
 TOTAL = "total"  # the whole train_batch call
 MIB = 2**20
+_CPU = int(DeviceType.CPU)  # "Device Type" of a memory event in a chrome trace
 
 COUNTED = (
     "What is counted, per training step of one minibatch (the batch already on the device; "
@@ -203,7 +209,8 @@ class _CudaMemory:
 
 class _CpuMemory:
     """Peak bytes allocated above the step's start, per part, from the torch profiler's CPU
-    memory events, between ``record_function`` marks named ``PREFIX + label``.
+    memory events, between ``record_function`` marks named ``PREFIX + label``, both read from
+    the trace that ``profile.export_chrome_trace`` writes (:meth:`timeline`, :meth:`peaks`).
 
     The profiler reports no free of a block allocated before it started, so it starts one
     step early (``lead_in``, not measured): the tensors a step frees (the previous step's
@@ -224,20 +231,51 @@ class _CpuMemory:
     def stop(self) -> dict[str, float]:
         self.mark(self.PREFIX)  # the end (a label no part has)
         self.prof.__exit__(None, None, None)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "trace.json")
+            self.prof.export_chrome_trace(path)
+            with open(path, encoding="utf-8") as f:
+                trace = json.load(f, parse_float=decimal.Decimal)
+        return self.peaks(self.timeline(trace["traceEvents"]))
+
+    @classmethod
+    def timeline(cls, trace_events: list[dict]) -> list[tuple[int, int, str | None, int]]:
+        """The marks and the CPU allocator's memory events of a chrome trace (as
+        ``profile.export_chrome_trace`` writes it), as ``(ns, kind, label, nbytes)`` in time
+        order: kind 0 a mark (``label`` without the prefix), kind 1 an allocation (``nbytes``
+        > 0) or a free (< 0); a mark comes before a memory event at the same time.
+
+        The trace has every memory event of the profiler on its own (an instant event
+        ``[memory]`` with ``Bytes`` and ``Device Type``), while ``profile.events()`` only has
+        the sum of those inside each op, which hides the peaks within an op."""
         events = []
-        for e in self.prof.profiler.kineto_results.events():
-            name = e.name()
-            if name == "[memory]" and e.device_type() == DeviceType.CPU:
-                events.append((e.start_ns(), 1, None, e.nbytes()))
-            elif name.startswith(self.PREFIX):
-                events.append((e.start_ns(), 0, name[len(self.PREFIX) :], 0))
+        for e in trace_events:
+            name, ts = e.get("name", ""), e.get("ts")
+            if ts is None:
+                continue
+            ns = int(decimal.Decimal(ts) * 1000)  # microseconds with three decimals
+            if name == "[memory]":
+                args = e.get("args", {})
+                if args.get("Device Type") == _CPU:
+                    events.append((ns, 1, None, int(args["Bytes"])))
+            elif name.startswith(cls.PREFIX) and e.get("ph") == "X":
+                events.append((ns, 0, name[len(cls.PREFIX) :], 0))
+        if not any(kind == 1 for _, kind, _, _ in events):
+            raise RuntimeError("the profiler's trace has no CPU memory events (is kineto there?)")
         events.sort(key=lambda ev: ev[:2])
+        return events
+
+    @classmethod
+    def peaks(cls, events: list[tuple[int, int, str | None, int]]) -> dict[str, float]:
+        """Peak bytes above the level at the first mark, per label, from a :meth:`timeline`:
+        the running sum of the memory events, taken after every event while that label's
+        part runs (from its mark to the next)."""
         level, base, current, peak = 0, None, None, {}
         for _, kind, label, nbytes in events:
             if kind == 0:
                 if base is None:
                     base = level
-                current = None if label == self.PREFIX else label
+                current = None if label == cls.PREFIX else label
             else:
                 level += nbytes
             if current is not None and base is not None:
@@ -286,7 +324,7 @@ def measure(
 
     Args:
         config: the run config (model, signal, seed; ``train.rule`` is replaced by each rule).
-        rules: the learning rules (``ctsp.discrete.LEARNERS`` keys).
+        rules: learning rule names (``ctsp.discrete.RULES``; snn: ``ctsp.spiking.RULES``).
         data: the dataset (default: ``config.data``); its first ``batch_size`` training
             examples are the batch of every rule.
         batch_size: default ``config.train.batch_size``.
@@ -321,7 +359,7 @@ def _median(values: list[float]) -> float:
 
 
 def _measure_rule(config, data, x, y, device, repeats, warmup, run) -> list[dict]:
-    net = build_network(config, data.image_shape, data.classes).to(device)
+    net = build_discrete_network(config, data.image_shape, data.classes).to(device)
     learner = make_learner(net, config)
     net.train()
     torch.manual_seed(config.seed)

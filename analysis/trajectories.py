@@ -1,4 +1,4 @@
-"""Trajectory statistics and plots, from a run's ``trajectories.nc`` (see ``ctsp.trajectories``).
+"""Trajectory statistics and plots, from a run's ``trajectories.nc`` (``analysis.recording``).
 
 The Dataset has one variable per population (h1, …, out) with dims ([epoch,] phase, time, sample,
 neuron_<name>) and ``residual`` max_j |ds_j/dt| with dims ([epoch,] phase, time, sample); ``time``

@@ -1,4 +1,4 @@
-"""Benchmark ``ctsp.plasticity.chl_update``: numba vs torch backends (not a test).
+"""Benchmark ``ctsp.continuous.chl_update``: numba vs torch backends (not a test).
 
 Times the contrastive Hebbian update ``W += scale * (nudged - free).T @ pre`` at the
 projection sizes of a 784-1500-1500-10 network with an output -> first-hidden loop:
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,8 +36,8 @@ import numba
 import numpy as np
 import torch
 
-from ctsp import plasticity
-from ctsp.plasticity import chl_update
+from ctsp.continuous import chl_update, plasticity
+from ctsp.runs import machine_line
 
 PROJECTIONS: tuple[tuple[str, int, int], ...] = (
     ("in->h1", 1500, 784),
@@ -127,8 +126,8 @@ def _row(label, batch, case, pre, free, nudged, repeats, rng):
             lambda w=w, b=backend: chl_update(w, pre_t, free_t, nudged_t, SCALE, backend=b),
             repeats,
         )
-    auto = plasticity._auto_backend(weight, diff)
-    xover = plasticity._crossover(n_post, n_pre, batch, torch.float32)
+    auto = plasticity.auto_backend(weight, diff)
+    xover = plasticity.crossover(n_post, n_pre, batch, torch.float32)
     best = min(ms, key=ms.get)
     print(
         f"{label:<8} {f'({n_post},{n_pre})':<12} {batch:>5}  {case:<22} {density:>7.3f} "
@@ -153,11 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     w = torch.zeros(3, 2)
     chl_update(w, torch.ones(1, 2), torch.zeros(1, 3), torch.ones(1, 3), 1.0, backend="numba")
 
-    print(f"machine: {platform.processor() or platform.machine()}, os.cpu_count()={cores}")
+    print(f"machine: {machine_line()}")
     print(
-        f"python {platform.python_version()}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), numba {numba.__version__} "
-        f"({numba.get_num_threads()} threads, layer {numba.threading_layer()}), float32"
+        f"numba {numba.__version__} ({numba.get_num_threads()} threads, layer "
+        f"{numba.threading_layer()}), float32"
     )
     print(f"median of {args.repeats} calls after warm-up; times in ms")
     print(

@@ -18,8 +18,6 @@ free and clamped phase, and the share of phases that met the tolerance:
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
@@ -27,11 +25,13 @@ import torch
 
 from ctsp import config as cfg
 from ctsp import data as datasets
-from ctsp.simulate import Trainer, build_network
+from ctsp.app import build_loop_network
+from ctsp.continuous import Trainer
+from ctsp.runs import machine_line
 
 
 def run(config: cfg.RunConfig, data: datasets.Dataset, batches: int) -> tuple[float, list, list]:
-    net = build_network(config)
+    net = build_loop_network(config)
     trainer = Trainer(net, config, torch.device("cpu"), data.train_x.shape[0])
     bs = config.train.batch_size
     order = torch.randperm(data.train_x.shape[0], generator=torch.Generator().manual_seed(0))
@@ -56,10 +56,7 @@ def main() -> None:
     data = datasets.load(base.data.name, data_dir=base.data.dir or None)
     per_epoch = -(-data.train_x.shape[0] // base.train.batch_size)
     batches = min(args.batches or per_epoch, per_epoch)
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads)"
-    )
+    print(f"machine: {machine_line()}")
     s = base.solver
     print(
         f"{args.config}: sizes {list(base.network.sizes)}, batch {base.train.batch_size}, "

@@ -4,8 +4,9 @@ Times one epoch (training, test evaluation, the recorders' ``after_epoch``) of t
 (digits, 64-256-10 loop network, Euler eps 0.5, 20 free + 4 clamped steps) in three ways:
 
 - ``before``: the epoch as it was before recorders existed (``train_epoch`` without recorders);
-- ``empty``:  recording off, the run's code path: the recorders ``build_recorders`` returns for
-  the default config (an empty list), called after every minibatch and epoch;
+- ``empty``:  recording off, the run's code path: the recorders ``ctsp.app.build_recorders``
+  returns for the default config (an empty list), called after every minibatch and epoch as
+  ``ctsp.runs.fit`` calls them;
 - ``on``:     ``--record N``: a ``TrajectoryRecorder`` records N test samples after the epoch and
   writes ``trajectories.nc`` (one recording, as at the end of a run).
 
@@ -20,8 +21,6 @@ times and the ratios to ``before``; the target is empty/before = 1.00 within noi
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -29,20 +28,27 @@ from pathlib import Path
 
 import torch
 
+from analysis.recording import TrajectoryRecorder
 from ctsp import config as cfg
 from ctsp import data as datasets
-from ctsp.simulate import Trainer, build_network, build_recorders
-from ctsp.trajectories import TrajectoryRecorder
+from ctsp.app import build_loop_network, build_recorders
+from ctsp.continuous import Trainer
+from ctsp.runs import files, machine_line
 
 
 def epoch(trainer: Trainer, data, k: int, recorders, path: Path) -> float:
-    """One epoch as ``simulate`` runs it (no metrics or checkpoint files); returns the seconds
-    spent in the recorders' ``after_epoch``."""
+    """One epoch as ``ctsp.runs.fit`` runs it (no metrics or checkpoint files); returns the
+    seconds spent in the recorders' ``after_epoch``."""
     if recorders is None:
         trainer.train_epoch(data, k)
         trainer.evaluate(data.test_x, data.test_y)
         return 0.0
-    trainer.train_epoch(data, k, None, recorders)
+
+    def on_batch(e: int, b: int) -> None:
+        for r in recorders:
+            r.after_batch(trainer, e, b)
+
+    trainer.train_epoch(data, k, None, on_batch if recorders else None)
     trainer.evaluate(data.test_x, data.test_y)
     t0 = time.perf_counter()
     for r in recorders:
@@ -60,13 +66,10 @@ def main() -> None:
     data = datasets.load("digits")
     n = data.train_x.shape[0]
     trainers = {
-        name: Trainer(build_network(off), off, torch.device("cpu"), n)
+        name: Trainer(build_loop_network(off), off, torch.device("cpu"), n)
         for name in ("before", "empty", "on")
     }
-    print(
-        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    )
+    print(f"machine: {machine_line()}")
     print(
         f"default digits config: {n} training examples in minibatches of "
         f"{off.train.batch_size}, test {data.test_x.shape[0]}; recording on: {args.record} "
@@ -91,7 +94,7 @@ def main() -> None:
                 times[name].append(time.perf_counter() - t0)
                 if name == "on":
                     recording.append(spent)
-        size = (path / "trajectories.nc").stat().st_size
+        size = (path / files.TRAJECTORIES).stat().st_size
     med = {name: statistics.median(t) for name, t in times.items()}
     print(f"{'variant':<8} {'median s':>9} {'min s':>7} {'ratio':>6}")
     for name, t in times.items():

@@ -13,15 +13,13 @@ GFLOP/s and their ratio. Target: ratio >= 0.8.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 
 import torch
 
-from ctsp.dynamics import Field
-from ctsp.solver import relax
+from ctsp.continuous import Field, relax
+from ctsp.runs import machine_line
 from models import LoopNetwork
 
 
@@ -74,10 +72,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
     torch.manual_seed(0)
-    print(
-        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    )
+    print(f"machine: {machine_line()}")
     print(f"network {args.sizes}, free phase of {args.steps} Euler steps (eps 0.5)")
     print(
         f"{'batch':>5} {'relax ms':>9} {'addmm ms':>9} {'relax GF/s':>11} {'addmm GF/s':>11} "

@@ -1,16 +1,19 @@
 """ctsp — continuous-time signal propagation (sigprop) simulator.
 
-The public API, imported lazily (so that ``ctsp --help`` does not load torch):
+The public API, imported lazily (so that ``ctsp --help`` does not load torch); each subpackage
+(``ctsp.nn``, ``ctsp.continuous``, ``ctsp.discrete``, ``ctsp.spiking``, ``ctsp.runs``,
+``ctsp.data``, ``ctsp.config``) re-exports its own public names:
 
-- configuration: ``RunConfig``, ``load_config`` (TOML file or bundled name), ``with_overrides``,
-  ``parse_override``;
+- configuration: ``RunConfig``, ``DiscreteRunConfig``, ``load_config`` (TOML file or bundled
+  name), ``with_overrides``, ``parse_override``;
 - data: ``load_dataset``;
-- dynamics and solver: ``eq13`` (Eq. 13), ``Field``, ``relax``, ``Relaxation``, ``RelaxStats``;
-- plasticity: ``chl_update`` (Eq. 14), ``chl_bias_update``;
-- runs: ``simulate``, ``Trainer``, ``RunResult``;
-- discrete sigprop (``ctsp train``): ``DiscreteRunConfig``, ``train``, ``DiscreteTrainer``,
-  ``Learner``, ``LEARNERS`` (sigprop and the baselines by ``train.rule``);
-- spiking: ``if_step``, ``IFNeuron``;
+- the continuous model: ``eq13`` (Eq. 13), ``Field``, ``relax``, ``SOLVERS``, ``Relaxation``,
+  ``RelaxStats``, ``chl_update`` (Eq. 14), ``chl_bias_update``, ``Trainer``;
+- runs: ``simulate``, ``train`` (the application edge, ``ctsp.app``), ``open_run``,
+  ``RunResult``, ``Recorder``;
+- discrete sigprop: ``DiscreteTrainer``, ``Learner``, ``RULES`` (sigprop and the baselines by
+  ``train.rule``);
+- spiking: ``if_step``, ``IFNeuron``, ``NEURON_MODELS``;
 - errors: ``CtspError`` and its kinds.
 """
 
@@ -20,32 +23,37 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "RunConfig": ("ctsp.config", "RunConfig"),
+    "DiscreteRunConfig": ("ctsp.config", "DiscreteRunConfig"),
     "load_config": ("ctsp.config", "load"),
     "with_overrides": ("ctsp.config", "with_overrides"),
     "parse_override": ("ctsp.config", "parse_override"),
     "load_dataset": ("ctsp.data", "load"),
-    "eq13": ("ctsp.dynamics", "eq13"),
-    "Field": ("ctsp.dynamics", "Field"),
-    "relax": ("ctsp.solver", "relax"),
-    "Relaxation": ("ctsp.solver", "Relaxation"),
-    "RelaxStats": ("ctsp.solver", "RelaxStats"),
-    "chl_update": ("ctsp.plasticity", "chl_update"),
-    "chl_bias_update": ("ctsp.plasticity", "chl_bias_update"),
-    "simulate": ("ctsp.simulate", "simulate"),
-    "Trainer": ("ctsp.simulate", "Trainer"),
+    "eq13": ("ctsp.continuous", "eq13"),
+    "Field": ("ctsp.continuous", "Field"),
+    "relax": ("ctsp.continuous", "relax"),
+    "SOLVERS": ("ctsp.continuous", "SOLVERS"),
+    "Relaxation": ("ctsp.continuous", "Relaxation"),
+    "RelaxStats": ("ctsp.continuous", "RelaxStats"),
+    "chl_update": ("ctsp.continuous", "chl_update"),
+    "chl_bias_update": ("ctsp.continuous", "chl_bias_update"),
+    "Trainer": ("ctsp.continuous", "Trainer"),
+    "simulate": ("ctsp.app", "simulate"),
+    "train": ("ctsp.app", "train"),
+    "open_run": ("ctsp.runs", "open_run"),
     "RunResult": ("ctsp.runs", "RunResult"),
-    "DiscreteRunConfig": ("ctsp.config", "DiscreteRunConfig"),
-    "train": ("ctsp.discrete", "train"),
+    "Recorder": ("ctsp.runs", "Recorder"),
     "DiscreteTrainer": ("ctsp.discrete", "DiscreteTrainer"),
     "Learner": ("ctsp.discrete", "Learner"),
-    "LEARNERS": ("ctsp.discrete", "LEARNERS"),
+    "RULES": ("ctsp.discrete", "RULES"),
     "if_step": ("ctsp.spiking", "if_step"),
     "IFNeuron": ("ctsp.spiking", "IFNeuron"),
+    "NEURON_MODELS": ("ctsp.spiking", "NEURON_MODELS"),
     "CtspError": ("ctsp.errors", "CtspError"),
     "ConfigError": ("ctsp.errors", "ConfigError"),
     "DataError": ("ctsp.errors", "DataError"),
     "DivergenceError": ("ctsp.errors", "DivergenceError"),
     "RunDirError": ("ctsp.errors", "RunDirError"),
+    "WriteError": ("ctsp.errors", "WriteError"),
 }
 
 __all__ = ["__version__", *_EXPORTS]

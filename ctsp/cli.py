@@ -120,6 +120,11 @@ def _run_arguments(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument(
         "--print-config", action="store_true", help="print the resolved config as TOML and exit"
     )
+    p.add_argument(
+        "--help-config",
+        action="store_true",
+        help="list every config key: type, default, valid values, meaning; then exit",
+    )
 
 
 FLAG_KEYS = {
@@ -166,10 +171,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.to_toml(), end="")
         return 0
-    if args.command == "simulate":
-        from .simulate import simulate as run
-    else:
-        from .discrete import train as run
+    if args.help_config:
+        print(help_config(type(config)), end="")
+        return 0
+    from .app import simulate, train
+
+    run = simulate if args.command == "simulate" else train
 
     run(
         config,
@@ -180,6 +187,19 @@ def _run(args: argparse.Namespace) -> int:
         stop_after=args.stop_after,
     )
     return 0
+
+
+def help_config(cls) -> str:
+    """Every key of the config class ``cls`` as text: key, type, default, valid values, meaning."""
+    from .config import describe
+
+    lines = [f"# ctsp {cls.COMMAND}: config keys (TOML tables, or --set section.key=value)"]
+    for key, kind, default, valid, meaning in describe(cls):
+        lines.append(f"{key} ({kind}, default {default})")
+        lines.append(f"    {meaning}")
+        if valid:
+            lines.append(f"    valid: {valid}")
+    return "\n".join(lines) + "\n"
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -208,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "configs":
             from .config import ROOTS, bundled_names
 
-            for cls in ROOTS:
+            for cls in ROOTS.values():
                 print(f"# ctsp {cls.COMMAND}")
                 print("\n".join(bundled_names(cls)))
             return 0

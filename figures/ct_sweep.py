@@ -1,10 +1,12 @@
 """Quick sweep of continuous-time settings on a Fashion-MNIST subset (for choosing issue-6 configs).
 
 Each variant is a ``;``-separated list of ``section.key=value`` overrides of a bundled config. It
-trains (``Trainer.train_epoch``: shuffled per epoch, seeded, beta signs as configured) on the
-first ``--train`` training examples for ``--epochs`` epochs and evaluates the free phase on the
-first ``--test`` test examples after every epoch. Variants run one after another in one process,
-so their timings can be compared. Cheap, noisy signals of which settings learn — not results.
+trains (``ctsp.app.simulate`` on the subset: shuffled per epoch, seeded, beta signs as
+configured, the learning-rate schedule that of ``train.epochs``) on the first ``--train``
+training examples for ``--epochs`` epochs and evaluates the free phase on the first ``--test``
+test examples after every epoch (no validation split). Variants run one after another in one
+process, so their timings can be compared; each run's directory is temporary, its epoch lines go
+to stderr. Cheap, noisy signals of which settings learn — not results.
 
     python figures/ct_sweep.py --train 10000 --epochs 2 "" "network.loop=fixed"
 """
@@ -13,31 +15,43 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import platform
-import time
-
-import torch
+import sys
+import tempfile
 
 from ctsp import config as cfg
 from ctsp import data as datasets
-from ctsp.simulate import Trainer, build_network
+from ctsp.app import simulate
+from ctsp.runs import machine_line, markdown_table
+
+HEADER = ["variant", "epoch", "train error", "test error", "seconds so far"]
 
 
-def sweep(base: cfg.RunConfig, spec: str, data, epochs: int) -> None:
+def stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def sweep(base: cfg.RunConfig, spec: str, data: datasets.Dataset, epochs: int) -> list[list]:
+    """Train one variant for ``epochs`` epochs on ``data``; its table rows, one per epoch."""
     overrides = [cfg.parse_override(s) for s in spec.split(";") if s.strip()]
     config = cfg.with_overrides(base, overrides)
-    net = build_network(config)
-    trainer = Trainer(net, config, torch.device("cpu"), data.train_x.shape[0])
-    t0 = time.perf_counter()
-    for epoch in range(epochs):
-        wrong, _, _ = trainer.train_epoch(data, epoch)
-        test, _ = trainer.evaluate(data.test_x, data.test_y)
-        print(
-            f"| {spec or '(bundled)'} | {epoch + 1} | {wrong / data.train_x.shape[0]:.1%} | "
-            f"{test:.1%} | {time.perf_counter() - t0:.0f} |",
-            flush=True,
+    if config.train.epochs < epochs:
+        config = cfg.with_overrides(config, [(["train", "epochs"], epochs)])
+    with tempfile.TemporaryDirectory() as out:
+        run = simulate(
+            config, out, force=True, progress=False, log=stderr, stop_after=epochs, data=data
         )
+    m = run.metrics
+    seconds = m.epoch_seconds.cumsum("epoch")
+    return [
+        [
+            spec or "(bundled)",
+            int(m.epoch[k]),
+            f"{float(m.train_error[k]):.1%}",
+            f"{float(m.test_error[k]):.1%}",
+            f"{float(seconds[k]):.0f}",
+        ]
+        for k in range(m.sizes["epoch"])
+    ]
 
 
 def main() -> None:
@@ -59,12 +73,12 @@ def main() -> None:
     )
     print(
         f"{args.config}, first {args.train} training / {args.test} test examples; "
-        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.get_num_threads()} threads\n"
+        f"{machine_line()}\n"
     )
-    print("| variant | epoch | train error | test error | seconds so far |")
-    print("|---|---|---|---|---|")
+    rows = []
     for spec in args.variants:
-        sweep(base, spec, data, args.epochs)
+        rows += sweep(base, spec, data, args.epochs)
+    print("\n".join(markdown_table(HEADER, rows)))
 
 
 if __name__ == "__main__":

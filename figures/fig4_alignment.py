@@ -43,11 +43,12 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.alignment import load_alignment, loop_angles, loop_weights  # noqa: E402
+from analysis.alignment import loop_angles, loop_weights  # noqa: E402
 from ctsp import config as cfg  # noqa: E402
+from ctsp.errors import CtspError  # noqa: E402
+from ctsp.runs import files, open_run  # noqa: E402
 
 VARIANTS = ("learned", "fixed")
 BASE_CONFIG = "fmnist-2x1500"
@@ -78,7 +79,7 @@ def train_one(config: cfg.RunConfig, out: Path, threads: int) -> str:
     """Train (or resume, or reuse) one run; returns its directory. Runs in a worker process."""
     import torch
 
-    from ctsp.simulate import simulate
+    from ctsp.app import simulate
 
     if threads:  # one thread per run when runs share the cores (torch and numba's CHL kernel)
         import numba
@@ -90,7 +91,7 @@ def train_one(config: cfg.RunConfig, out: Path, threads: int) -> str:
     def log(line: str) -> None:
         print(f"[{tag}] {line}", flush=True)
 
-    resume = (out / "checkpoint.pt").is_file()
+    resume = (out / files.CHECKPOINT).is_file()
     if resume:
         log("resuming (or reusing) the run already there")
     t0 = time.perf_counter()
@@ -118,19 +119,22 @@ def train(args: argparse.Namespace) -> list[Path]:
 
 def read_run(path: Path) -> dict:
     """A run's alignment record, its initial angles, test errors and loop mode."""
-    from ctsp.simulate import build_network
+    from ctsp.app import build_loop_network
 
-    if not (path / "alignment.nc").is_file():
-        sys.exit(f"fig4_alignment: no alignment.nc in {path} (run with record.alignment_every > 0)")
-    config = cfg.load(path / "config.toml")
-    ds = load_alignment(path)
+    try:
+        run = open_run(path)
+        ds, test_error = run.alignment, run.metrics.test_error
+    except CtspError as e:
+        sys.exit(f"fig4_alignment: {e}")
+    if ds is None:
+        sys.exit(
+            f"fig4_alignment: no {files.ALIGNMENT} in {path} (run with record.alignment_every > 0)"
+        )
     if ds.sizes["step"] == 0:
-        sys.exit(f"fig4_alignment: {path}/alignment.nc holds no records yet")
-    # the initial angles: build_network is seeded by config.seed, exactly as the run started
-    initial = loop_angles(loop_weights(build_network(config))[1])
-    with xr.open_dataset(path / "metrics.nc", engine="scipy") as m:
-        test_error = m.test_error.load()
-    return {"path": path, "config": config, "ds": ds, "initial": initial, "test": test_error}
+        sys.exit(f"fig4_alignment: {path}/{files.ALIGNMENT} holds no records yet")
+    # the initial angles: the network is seeded by config.seed, exactly as the run started
+    initial = loop_angles(loop_weights(build_loop_network(run.config))[1])
+    return {"path": path, "config": run.config, "ds": ds, "initial": initial, "test": test_error}
 
 
 def epoch_stats(runs: list[dict]) -> dict:

@@ -9,14 +9,15 @@ conv1's weights): error, time, memory, in total and per layer.
 ``--table 6`` (Table VI): FC 3x1000 with dropout and CONV trained by BP, FA, DFA and SP: test error,
 with time and memory per network.
 
-Each run trains with ``ctsp.discrete.train`` into ``--runs``/table<N>/<run>; a run that exists
+Each run trains with ``ctsp.app.train`` into ``--runs``/table<N>/<run>; a run that exists
 is resumed from its checkpoint (or left as it is when it has the epochs), so an interrupted
 script continues where it stopped when started again with the same arguments. ``--epochs``
-and ``--subset`` / ``--test-subset`` (seeded subsets of the training and test sets, written as
-IDX files under ``--runs``/data and used through ``data.dir``) shorten the runs on a CPU; the
-table states them, the machine and the command. The efficiency columns come from
-``analysis.efficiency.measure`` (the first ``--batch`` training examples, the same batch for
-every run; medians over ``--repeats`` steps after ``--warmup``).
+and ``--subset`` / ``--test-subset`` (seeded subsets of the training and test sets, passed to
+``ctsp.app.train`` as the run's dataset; the run's ``name`` says which, e.g.
+``vgg8b-fmnist-train2000-test2000``) shorten the runs on a CPU; the table states them, the
+machine and the command. The efficiency columns come from ``analysis.efficiency.measure`` (the
+first ``--batch`` training examples, the same batch for every run; medians over ``--repeats``
+steps after ``--warmup``).
 
     python figures/table_baselines.py --table 1 --epochs 3 --subset 2000 --test-subset 2000
     python figures/table_baselines.py --table 3 --epochs 3 --subset 2000 --test-subset 2000
@@ -27,11 +28,9 @@ every run; medians over ``--repeats`` steps after ``--warmup``).
 from __future__ import annotations
 
 import argparse
-import gzip
-import os
-import platform
+import dataclasses
+import functools
 import shlex
-import struct
 import sys
 import time
 from pathlib import Path
@@ -43,8 +42,9 @@ import xarray as xr
 from analysis.efficiency import COUNTED, TOTAL, markdown, measure
 from ctsp import config as cfg
 from ctsp import data as datasets
-from ctsp.discrete import train
+from ctsp.app import train
 from ctsp.errors import CtspError, RunDirError
+from ctsp.runs import files, machine_line, markdown_table, open_run
 
 # (label, overrides); a table lists (network label, bundled config, overrides) and its variants
 BP, FA, DFA = ("BP", ["train.rule=bp"]), ("FA", ["train.rule=fa"]), ("DFA", ["train.rule=dfa"])
@@ -87,14 +87,6 @@ TABLES = {
 }
 
 
-def machine() -> str:
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (
-        f"{platform.machine()}, {os.cpu_count()} cores{gpu}, {torch.get_num_threads()} torch "
-        f"threads, torch {torch.__version__}, Python {platform.python_version()}"
-    )
-
-
 def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-").replace("--", "-")
 
@@ -102,38 +94,50 @@ def slug(text: str) -> str:
 # --- data subsets ------------------------------------------------------------------------------
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """An unsigned-byte IDX file (gzip), the format ``ctsp.data.read_idx`` reads."""
-    header = struct.pack(f">I{array.ndim}I", 0x800 | array.ndim, *array.shape)
-    tmp = path.with_suffix(".tmp")
-    with gzip.open(tmp, "wb") as f:
-        f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-    tmp.replace(path)
+@functools.cache
+def full_dataset(name: str, data_dir: str) -> datasets.Dataset:
+    """The whole dataset ``name`` (no validation split), loaded once."""
+    return datasets.load(name, data_dir=data_dir or None)
 
 
-def subset_dir(name: str, train_n: int, test_n: int, root: Path, data_dir: str) -> Path:
-    """A directory with the IDX files of ``name`` cut to ``train_n`` training and ``test_n``
-    test examples (0 = all), each chosen by a permutation seeded with 0 (made once)."""
-    if name in ("digits", "cifar10"):
-        raise SystemExit(f"--subset/--test-subset need an IDX dataset, not {name}")
-    out = root / f"{name}-train{train_n or 'all'}-test{test_n or 'all'}"
-    if all((out / f).is_file() for f in datasets.IDX_FILES):
-        return out
-    where = datasets.locate(name, data_dir or None)
-    if where is None:
-        datasets.load(name, data_dir=data_dir or None)  # downloads, or says how to get it
-        where = datasets.locate(name, data_dir or None)
-    out.mkdir(parents=True, exist_ok=True)
+def subset(data: datasets.Dataset, train_n: int, test_n: int) -> datasets.Dataset:
+    """``data`` cut to ``train_n`` training and ``test_n`` test examples (0 = all), in their
+    order, chosen by one generator seeded with 0 (a permutation of the training set, then one
+    of the test set, each drawn only when it cuts)."""
     rng = np.random.default_rng(0)
-    for images, labels, n in (
-        (datasets.IDX_TRAIN_IMAGES, datasets.IDX_TRAIN_LABELS, train_n),
-        (datasets.IDX_TEST_IMAGES, datasets.IDX_TEST_LABELS, test_n),
-    ):
-        x, y = datasets.read_idx(where / images), datasets.read_idx(where / labels)
-        keep = np.sort(rng.permutation(len(y))[:n]) if 0 < n < len(y) else np.arange(len(y))
-        write_idx(out / images, x[keep])
-        write_idx(out / labels, y[keep])
-    return out
+
+    def keep(n: int, total: int):
+        if not 0 < n < total:
+            return slice(None)
+        return torch.from_numpy(np.sort(rng.permutation(total)[:n]))
+
+    train_idx = keep(train_n, data.train_x.shape[0])
+    test_idx = keep(test_n, data.test_x.shape[0])
+    return dataclasses.replace(
+        data,
+        train_x=data.train_x[train_idx],
+        train_y=data.train_y[train_idx],
+        test_x=data.test_x[test_idx],
+        test_y=data.test_y[test_idx],
+    )
+
+
+def subset_tag(args) -> str:
+    return f"train{args.subset or 'all'}-test{args.test_subset or 'all'}"
+
+
+def measured_data(args, config: cfg.DiscreteRunConfig) -> datasets.Dataset:
+    """The dataset the efficiency is measured on: the (subset of the) training and test sets."""
+    data = full_dataset(config.data.name, config.data.dir)
+    return subset(data, args.subset, args.test_subset) if args.subset or args.test_subset else data
+
+
+def run_data(args, config: cfg.DiscreteRunConfig) -> datasets.Dataset | None:
+    """The dataset a run trains on: the subsets with the config's validation split, or None
+    (``config.data``, as ``ctsp.app.train`` loads it) without subsets."""
+    if not (args.subset or args.test_subset):
+        return None
+    return measured_data(args, config).hold_out(config.data.validation, config.seed)
 
 
 # --- runs --------------------------------------------------------------------------------------
@@ -148,30 +152,29 @@ def run_config(args, bundled: str, overrides: list[str]) -> cfg.DiscreteRunConfi
     config = cfg.with_overrides(
         cfg.load(bundled, cfg.DiscreteRunConfig), [cfg.parse_override(s) for s in items]
     )
-    if args.subset or args.test_subset:
-        root = args.runs / "data"
-        where = subset_dir(config.data.name, args.subset, args.test_subset, root, config.data.dir)
-        config = cfg.with_overrides(config, [(["data", "dir"], str(where))])
+    if args.subset or args.test_subset:  # in config.toml, and a resume with others is refused
+        config = cfg.with_overrides(config, [(["name"], f"{config.name}-{subset_tag(args)}")])
     return config
 
 
-def train_run(config: cfg.DiscreteRunConfig, path: Path) -> xr.Dataset:
-    """Train (or resume, or leave) the run in ``path``; its metrics."""
-    done = 0
-    if (path / "metrics.nc").is_file() and (path / "checkpoint.pt").is_file():
-        with xr.open_dataset(path / "metrics.nc", engine="scipy") as m:
-            done = int(m.sizes["epoch"])
+def train_run(
+    config: cfg.DiscreteRunConfig, path: Path, data: datasets.Dataset | None = None
+) -> xr.Dataset:
+    """Train (or resume, or leave) the run in ``path`` on ``data`` (default ``config.data``);
+    its metrics."""
+    resume = (path / files.CHECKPOINT).is_file()
+    done = open_run(path).epochs_done if resume else 0
     if done < config.train.epochs:
-        resume = (path / "checkpoint.pt").is_file()
         print(f"{path}: training epochs {done + 1}..{config.train.epochs}", flush=True)
         try:
-            train(config, path, resume=resume, force=not resume, progress=False, log=print)
+            train(
+                config, path, resume=resume, force=not resume, progress=False, log=print, data=data
+            )
         except RunDirError as e:
             raise RunDirError(
                 f"{e} (keep the run's settings, or name new runs with --name)"
             ) from None
-    with xr.open_dataset(path / "metrics.nc", engine="scipy") as m:
-        return m.load()
+    return open_run(path).metrics
 
 
 def error_cells(m: xr.Dataset | None) -> list[str]:
@@ -246,26 +249,25 @@ def make_table(args, spec: dict, command: str) -> str:
     lines = [
         f"# {spec['title']}",
         "",
-        f"Machine: {machine()}",
+        f"Machine: {machine_line()}",
         f"Command: `python figures/table_baselines.py {command}`",
         "",
     ]
     body, settings = [], []
     for net_label, bundled, net_overrides in spec["nets"]:
-        results, rows, data = [], [], None
+        results, rows = [], []
         for label, overrides in spec["variants"]:
             config = run_config(args, bundled, [*net_overrides, *overrides])
             name = slug(f"{bundled}-{label}") + (f"-{args.name}" if args.name else "")
             metrics = None
             if not args.no_train:
-                metrics = train_run(config, args.runs / f"table{args.table}" / name)
+                path = args.runs / f"table{args.table}" / name
+                metrics = train_run(config, path, run_data(args, config))
             if not args.no_measure:
-                if data is None:
-                    data = datasets.load(config.data.name, data_dir=config.data.dir or None)
                 rows += measure(
                     config,
                     [config.train.rule],
-                    data=data,
+                    data=measured_data(args, config),
                     batch_size=args.batch or None,
                     repeats=args.repeats,
                     warmup=args.warmup,
@@ -317,14 +319,18 @@ def describe(net_label: str, config: cfg.DiscreteRunConfig, args) -> str:
 
 def table_rows(net_label: str, results, rows: list[dict]) -> list[str]:
     totals = {r["run"]: r for r in rows if r["layer"] == TOTAL}
-    out = [
-        "",
-        f"{net_label}:",
-        "",
-        "| run | epochs | best test error (epoch) | final test error | final train error | "
-        "train s/epoch | time per sample (µs) | peak memory per batch (MiB) | persistent (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+    header = [
+        "run",
+        "epochs",
+        "best test error (epoch)",
+        "final test error",
+        "final train error",
+        "train s/epoch",
+        "time per sample (µs)",
+        "peak memory per batch (MiB)",
+        "persistent (MiB)",
     ]
+    cells = []
     for label, config, metrics in results:
         epochs = "—" if metrics is None else f"{metrics.sizes['epoch']}/{config.train.epochs}"
         t = totals.get(label)
@@ -333,8 +339,8 @@ def table_rows(net_label: str, results, rows: list[dict]) -> list[str]:
             if t
             else ["—"] * 3
         )
-        out.append(f"| {label} | {epochs} | " + " | ".join(error_cells(metrics) + eff) + " |")
-    return out
+        cells.append([label, epochs, *error_cells(metrics), *eff])
+    return ["", f"{net_label}:", "", *markdown_table(header, cells)]
 
 
 if __name__ == "__main__":

@@ -17,18 +17,14 @@ session) continues where it stopped when started again with the same arguments.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
 
-import torch
-import xarray as xr
-
 from ctsp import config as cfg
-from ctsp.simulate import simulate
+from ctsp.app import simulate
+from ctsp.runs import files, machine_line, markdown_table, open_run
 
 PAPER = {  # test error % reported in the paper (Sec. V-B)
     "fashion-mnist": "11.00 (val 10.95, train -> 2)",
@@ -36,21 +32,10 @@ PAPER = {  # test error % reported in the paper (Sec. V-B)
 }
 
 
-def machine() -> str:
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (
-        f"{platform.machine()}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}, "
-        f"Python {platform.python_version()}"
-    )
-
-
 def advance(config: cfg.RunConfig, path: Path, deadline: float) -> bool:
     """Train ``path`` epoch by epoch up to ``config.train.epochs``; False if out of time."""
     while True:
-        done = 0
-        if (path / "metrics.nc").is_file():
-            with xr.open_dataset(path / "metrics.nc", engine="scipy") as m:
-                done = int(m.sizes["epoch"])
+        done = open_run(path).epochs_done if (path / files.CONFIG).is_file() else 0
         if done >= config.train.epochs:
             return True
         if time.time() > deadline:
@@ -58,19 +43,40 @@ def advance(config: cfg.RunConfig, path: Path, deadline: float) -> bool:
         simulate(config, path, resume=done > 0, force=done == 0, stop_after=done + 1)
 
 
-def row(name: str, config: cfg.RunConfig, path: Path) -> str:
-    with xr.open_dataset(path / "metrics.nc", engine="scipy") as m:
-        m = m.load()
+HEADER = [
+    "run",
+    "data",
+    "sizes",
+    "epochs",
+    "best test (epoch)",
+    "final test",
+    "val at best",
+    "final train",
+    "train s/epoch",
+    "s/epoch",
+    "steps free / clamped",
+    "paper test",
+]
+
+
+def row(name: str, config: cfg.RunConfig, path: Path) -> list[str]:
+    m = open_run(path).metrics
     best = int(m.test_error.argmin("epoch"))
     val = f"{float(m.val_error[best]):.2%}" if "val_error" in m else "—"
-    return (
-        f"| {name} | {config.data.name} | {list(config.network.sizes)} | {m.sizes['epoch']}"
-        f"/{config.train.epochs} | {float(m.test_error[best]):.2%} (epoch {best + 1}) | "
-        f"{float(m.test_error[-1]):.2%} | {val} | {float(m.train_error[-1]):.2%} | "
-        f"{float(m.train_seconds.mean()):.0f} | {float(m.epoch_seconds.mean()):.0f} | "
-        f"{float(m.free_steps.mean()):.1f} / {float(m.clamped_steps.mean()):.1f} | "
-        f"{PAPER.get(config.data.name, '—')} |"
-    )
+    return [
+        name,
+        config.data.name,
+        str(list(config.network.sizes)),
+        f"{m.sizes['epoch']}/{config.train.epochs}",
+        f"{float(m.test_error[best]):.2%} (epoch {best + 1})",
+        f"{float(m.test_error[-1]):.2%}",
+        val,
+        f"{float(m.train_error[-1]):.2%}",
+        f"{float(m.train_seconds.mean()):.0f}",
+        f"{float(m.epoch_seconds.mean()):.0f}",
+        f"{float(m.free_steps.mean()):.1f} / {float(m.clamped_steps.mean()):.1f}",
+        PAPER.get(config.data.name, "—"),
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,22 +94,21 @@ def main(argv: list[str] | None = None) -> None:
     if args.epochs is not None:
         overrides.append((["train", "epochs"], args.epochs))
     command = shlex.join(sys.argv[1:] if argv is None else argv)
-    lines = [
-        f"Machine: {machine()}",
-        f"Command: `python figures/table_ct.py {command}`",
-        "",
-        "| run | data | sizes | epochs | best test (epoch) | final test | val at best | "
-        "final train | train s/epoch | s/epoch | steps free / clamped | paper test |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for name in args.configs:
         config = cfg.with_overrides(cfg.load(name), overrides)
         run_name = f"{config.name}-{args.name}" if args.name else config.name
         path = args.runs / run_name
         finished = advance(config, path, deadline)
-        lines.append(row(run_name, config, path))
+        rows.append(row(run_name, config, path))
         if not finished:
             print(f"{run_name}: stopped by the time budget; rerun the same command to resume")
+    lines = [
+        f"Machine: {machine_line()}",
+        f"Command: `python figures/table_ct.py {command}`",
+        "",
+        *markdown_table(HEADER, rows),
+    ]
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text)

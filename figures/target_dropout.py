@@ -18,10 +18,10 @@ import shlex
 import sys
 from pathlib import Path
 
-import xarray as xr
-from table_baselines import machine, train_run
+from table_baselines import train_run
 
 from ctsp import config as cfg
+from ctsp.runs import machine_line, markdown_table
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,12 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         "# Target-path dropout: VGG8b sigprop on digits",
         "",
-        f"Machine: {machine()}. Command: `{command}`.",
+        f"Machine: {machine_line()}. Command: `{command}`.",
         f"Bundled `vgg8b-fmnist` (dropout 0.1) on digits, `data.crop = 0`, {args.epochs} epochs "
         "(the step decay compressed into them). Errors in %; exits at the last epoch.",
         "",
     ]
-    header = None
+    rows, layers = [], []
     for into in ("sparse", "hidden"):
         for target_dropout in (False, True):
             for seed in args.seeds:
@@ -57,20 +57,19 @@ def main(argv: list[str] | None = None) -> None:
                     [cfg.parse_override(s) for s in items],
                 )
                 name = f"{into}-{'drop' if target_dropout else 'clean'}-{seed}"
-                m: xr.Dataset = train_run(config, args.runs / name)
-                exits = m.test_exit_error[-1]
-                if header is None:
-                    layers = [str(v) for v in m.layer.values]
-                    header = ["target", "target dropout", "seed", "final", "best"] + layers
-                    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                row = [
-                    into,
-                    "on" if target_dropout else "off",
-                    str(seed),
-                    f"{100 * float(m.test_error[-1]):.1f}",
-                    f"{100 * float(m.test_error.min()):.1f}",
-                ] + [f"{100 * float(e):.1f}" for e in exits]
-                lines.append("| " + " | ".join(row) + " |")
+                m = train_run(config, args.runs / name)
+                layers = [str(v) for v in m.layer.values]
+                rows.append(
+                    [
+                        into,
+                        "on" if target_dropout else "off",
+                        seed,
+                        f"{100 * float(m.test_error[-1]):.1f}",
+                        f"{100 * float(m.test_error.min()):.1f}",
+                        *(f"{100 * float(e):.1f}" for e in m.test_exit_error[-1]),
+                    ]
+                )
+    lines += markdown_table(["target", "target dropout", "seed", "final", "best", *layers], rows)
     out = args.out or args.runs / "target_dropout.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

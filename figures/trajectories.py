@@ -34,6 +34,8 @@ from analysis.trajectories import (  # noqa: E402
     population_names,
     population_summary,
 )
+from ctsp.errors import CtspError  # noqa: E402
+from ctsp.runs import open_run  # noqa: E402
 
 
 def most_nudged(ds, population: str, epoch: int | None = None) -> int:
@@ -46,10 +48,9 @@ def most_nudged(ds, population: str, epoch: int | None = None) -> int:
 
 
 def make_figures(
-    run: Path, out: Path, sample: int | None = None, epoch: int | None = None, tol: float = 1e-3
+    ds, out: Path, sample: int | None = None, epoch: int | None = None, tol: float = 1e-3
 ) -> list[Path]:
-    """Write the PNGs for ``run`` into ``out``; return their paths."""
-    ds = open_trajectories(run)
+    """Write the PNGs of the trajectories ``ds`` into ``out``; return their paths."""
     out.mkdir(parents=True, exist_ok=True)
     names = population_names(ds)
     if sample is None:
@@ -85,15 +86,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epoch", type=int, help="epoch (default: the last recorded)")
     ap.add_argument("--tol", type=float, default=1e-3, help="residual tolerance (default 1e-3)")
     args = ap.parse_args(argv)
-    file = args.run / "trajectories.nc" if args.run.is_dir() else args.run
-    if not file.is_file():
+    ds = None
+    try:
+        if args.run.is_dir():
+            ds = open_run(args.run).trajectories
+        elif args.run.is_file():  # a trajectories.nc outside its run directory
+            ds = open_trajectories(args.run)
+    except CtspError as e:
+        print(f"trajectories: error: {e}", file=sys.stderr)
+        return 2
+    if ds is None:
         print(
-            f"trajectories: error: no {file}; record with `ctsp simulate --record N`",
+            f"trajectories: error: no trajectories in {args.run}; record with "
+            "`ctsp simulate --record N`",
             file=sys.stderr,
         )
         return 2
-    out = args.out or (file.parent / "figures")
-    for path in make_figures(file, out, args.sample, args.epoch, args.tol):
+    out = args.out or ((args.run if args.run.is_dir() else args.run.parent) / "figures")
+    for path in make_figures(ds, out, args.sample, args.epoch, args.tol):
         print(path)
     return 0
 

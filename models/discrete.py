@@ -1,7 +1,7 @@
 """Discrete sigprop networks (paper Sec. III-IV; Tables I, III, VI), built from ctsp's layers.
 
-A network is a stack of :class:`ctsp.layers.SignalLayer` (projection + static neuron + optional
-max-pool) and a target generator (:mod:`ctsp.signals`). Training feeds the input x and the
+A network is a stack of :class:`ctsp.nn.SignalLayer` (projection + static neuron + optional
+max-pool) and a target generator (``ctsp.nn.targets``). Training feeds the input x and the
 targets through the same layers (Eq. 1-3); :meth:`DiscreteNetwork.pairs` yields each layer's
 (h_i, t_i) as it is formed, every layer's inputs detached, so that a layer's loss L(h_i, t_i)
 reaches only that layer's parameters (and, for layer 1, the generator's).
@@ -36,8 +36,16 @@ from torch import Tensor, nn
 
 from ctsp.config import ModelConfig, SignalConfig
 from ctsp.errors import ConfigError
-from ctsp.layers import Conv2d, Linear, SignalLayer, StaticNeuron, comparison, pooled_size
-from ctsp.signals import TargetGenerator, make_generator
+from ctsp.nn import (
+    Conv2d,
+    Linear,
+    SignalLayer,
+    StaticNeuron,
+    TargetGenerator,
+    comparison,
+    make_generator,
+    pooled_size,
+)
 
 VGG8B_CHANNELS = (128, 256, "M", 256, 512, "M", 512, "M", 512, "M")
 
@@ -93,7 +101,7 @@ class DiscreteNetwork(nn.Module):
         """Forward pass with the learning signal: yields (h_i, t_i) for every layer i in order.
 
         x: (B, C, H, W). h_i: (B, ...). t_i: the class targets (m, ...) or the per-sample ones
-        (B, m, ...) (see ``ctsp.signals``); None for the classification layer. The inputs of
+        (B, m, ...) (see ``ctsp.nn.targets``); None for the classification layer. The inputs of
         every layer are detached, so the graph of (h_i, t_i) holds layer i alone (and the
         generator for i = 1); the generator's output is not detached before layer 1. The next
         layer is computed only when the caller asks for it, after it has used (h_i, t_i).
@@ -228,7 +236,7 @@ def target_shape(
     image_shape: tuple[int, int, int],
     first_output: tuple[int, ...],
 ) -> tuple[int, ...]:
-    """The shape of one first target for ``signal.into`` (see ``ctsp.signals``)."""
+    """The shape of one first target for ``signal.into`` (see ``ctsp.nn.targets``)."""
     if signal.into == "hidden":
         return first_output
     if signal.into == "input":

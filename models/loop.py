@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ctsp.config import LOOP_MODES
+from ctsp.continuous import LOOP_MODES, population_names
 from ctsp.errors import ConfigError
-from ctsp.layers import Linear, RateNeuron
+from ctsp.nn import Linear, RateNeuron
 
 
 @dataclass(frozen=True)
@@ -35,19 +35,13 @@ class Edge:
     owns_bias: bool = True
 
 
-def population_names(sizes: list[int] | tuple[int, ...]) -> tuple[str, ...]:
-    """Names of the populations of a network with ``sizes`` [input, hidden…, output]:
-    h1, h2, …, out (the input is not a population)."""
-    return tuple(f"h{k + 1}" for k in range(len(sizes) - 2)) + ("out",)
-
-
 class LoopNetwork(nn.Module):
     """Layered rate network with one loop-back projection from the output to the first hidden layer.
 
     Args:
         sizes: [n_input, n_1, …, n_L]; at least one hidden population before the output.
         loop: "learned" (the loop-back learns by CHL), "fixed" (random, never updated) or "none".
-        rate: rate-function name (see ``ctsp.layers.RATE_FUNCTIONS``).
+        rate: rate-function name (see ``ctsp.nn.RATE_FUNCTIONS``).
         tau: time constant r_j of every neuron (a per-neuron buffer; edit ``tau`` to vary it).
     """
 
@@ -65,9 +59,8 @@ class LoopNetwork(nn.Module):
                 f"network.sizes must list the input, at least one hidden and the output size, "
                 f"all positive; got {sizes}"
             )
-        if loop not in LOOP_MODES:
-            raise ConfigError(f"unknown loop mode {loop!r}; valid: {', '.join(LOOP_MODES)}")
-        self.sizes, self.loop_mode = tuple(sizes), loop
+        LOOP_MODES.check(loop)
+        self.sizes = tuple(sizes)
         pops = sizes[1:]
         bounds = torch.tensor([0, *pops]).cumsum(0).tolist()
         self.populations = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
@@ -94,10 +87,6 @@ class LoopNetwork(nn.Module):
     def output(self) -> slice:
         """Column slice of the output population O in the flat state."""
         return self.populations[-1]
-
-    def split(self, state: Tensor) -> list[Tensor]:
-        """Views of the flat state (B, N), one (B, n_k) per population."""
-        return [state[:, p] for p in self.populations]
 
     def zero_state(self, batch: int) -> Tensor:
         """The resting state s = 0, shaped (batch, N)."""

@@ -10,9 +10,9 @@ Layout (``model.arch = "snn"``; reference width c = 128):
 Conv kernel ``model.kernel`` ("same" padding) and pool window ``model.pool`` (stride 2): the
 bundled configs set 3 and 2. Batch norm (``model.batch_norm``) follows the conv layers only, as
 in Table V; the dense layers have a bias instead. Weights U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-The image is fed at every one of the T = ``model.time_steps`` steps (direct encoding). The IF
-threshold is ``model.threshold``, or the rule's default (0.5 for sigprop, 1.0 for bp and
-shallow).
+The image is fed at every one of the T = ``model.time_steps`` steps (direct encoding). The
+neuron is ``model.neuron`` (``ctsp.spiking.NEURON_MODELS``; IF, as the paper); its threshold is
+``model.threshold``, or the rule's default (0.5 for sigprop, 1.0 for bp and shallow).
 
 :class:`SpikingNetwork` is a :class:`models.discrete.DiscreteNetwork` whose layers are
 :class:`ctsp.spiking.SpikingLayer` and :class:`ctsp.spiking.Readout`: the target generator, the
@@ -28,14 +28,18 @@ from collections.abc import Iterator
 from torch import Tensor
 
 from ctsp.config import DiscreteRunConfig
-from ctsp.errors import ConfigError
-from ctsp.layers import Conv2d, Linear, SignalLayer, StaticNeuron, pooled_size
-from ctsp.signals import TargetGenerator, make_generator
-from ctsp.spiking import IFNeuron, Readout, SpikingLayer, autocast, check_precision, repeat_in_time
+from ctsp.nn import (
+    Conv2d,
+    Linear,
+    SignalLayer,
+    StaticNeuron,
+    TargetGenerator,
+    make_generator,
+    pooled_size,
+)
+from ctsp.spiking import NEURON_MODELS, RULES, Readout, SpikingLayer, autocast, repeat_in_time
 
 from .discrete import DiscreteNetwork, target_shape
-
-DEFAULT_THRESHOLDS = {"sigprop": 0.5, "bp": 1.0, "shallow": 1.0}
 
 
 class SpikingNetwork(DiscreteNetwork):
@@ -141,26 +145,9 @@ class SpikingNetwork(DiscreteNetwork):
 
 
 def threshold(config: DiscreteRunConfig) -> float:
-    """``model.threshold``, or the rule's default (0.5 sigprop, 1.0 bp and shallow)."""
-    return config.model.threshold or DEFAULT_THRESHOLDS[config.train.rule]
-
-
-def _check(config: DiscreteRunConfig) -> None:
-    model, rule = config.model, config.train.rule
-    if rule not in DEFAULT_THRESHOLDS:
-        raise ConfigError(f'train.rule = {rule!r} is not available for model.arch = "snn"')
-    if model.spike_loss == "voltage" and rule != "sigprop":
-        raise ConfigError(
-            f'model.spike_loss = "voltage" is a sigprop variant; train.rule = {rule!r} needs '
-            '"surrogate"'
-        )
-    if model.prediction != "classifier":
-        raise ConfigError(
-            'model.arch = "snn" has a classification layer: use model.prediction = "classifier"'
-        )
-    if model.dropout:
-        raise ConfigError('model.dropout is not available for model.arch = "snn" (use 0)')
-    check_precision(config.train.precision, config.device)
+    """``model.threshold``, or the rule's default (``default_threshold`` of the learner class:
+    0.5 sigprop, 1.0 bp and shallow)."""
+    return config.model.threshold or RULES[config.train.rule].default_threshold
 
 
 def build_layers(
@@ -170,6 +157,7 @@ def build_layers(
     model, bn = config.model, config.signal.bn_targets
     theta = threshold(config)
     surrogate = not (config.train.rule == "sigprop" and model.spike_loss == "voltage")
+    neuron = NEURON_MODELS[model.neuron]
     c, hgt, wid = image_shape
     layers, names, shapes = [], [], []
     for k, ch in enumerate(model.channels):
@@ -188,7 +176,7 @@ def build_layers(
         layers.append(
             SpikingLayer(
                 SignalLayer(proj, current),
-                IFNeuron(theta, surrogate=surrogate),
+                neuron(theta, surrogate=surrogate),
                 pool=model.pool,
                 pool_stride=2,
             )
@@ -201,7 +189,7 @@ def build_layers(
         proj = Linear(n, size, bias=True, grad=True, init="fan_in")
         current = StaticNeuron(size, batch_norm=False, activation="identity")
         synapse = SignalLayer(proj, current, flatten=flatten)
-        layers.append(SpikingLayer(synapse, IFNeuron(theta, surrogate=surrogate)))
+        layers.append(SpikingLayer(synapse, neuron(theta, surrogate=surrogate)))
         n, flatten = size, False
         names.append(f"fc{k + 1}")
         shapes.append((n,))
@@ -219,7 +207,6 @@ def build(
     """The spiking network of ``config.model`` with the target generator of ``config.signal``
     (seed torch first). The layers are drawn before the generator, so every rule starts from
     the same weights."""
-    _check(config)
     model, signal = config.model, config.signal
     layers, names, shapes = build_layers(config, image_shape, classes)
     shape = target_shape(signal, layers[0].synapse, image_shape, shapes[0])

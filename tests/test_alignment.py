@@ -7,10 +7,11 @@ import xarray as xr
 
 from analysis.alignment import AlignmentRecorder, loop_angles, loop_weights, paper_names
 from ctsp import config as cfg
+from ctsp.app import build_loop_network as build_network
+from ctsp.app import simulate
 from ctsp.cli import main
 from ctsp.data import load
 from ctsp.errors import ConfigError
-from ctsp.simulate import build_network, simulate
 
 
 def random_loop(sizes, seed=0):
@@ -195,3 +196,30 @@ def test_cli_set_alignment_every(tmp_path, capsys):
     code = main(["simulate", "--no-progress", *none, "--set", "record.alignment_every=5"])
     assert code == 2
     assert "network.loop is 'none'" in capsys.readouterr().err
+
+
+def _alignment_epochs(out):
+    with xr.open_dataset(out / "alignment.nc", engine="scipy") as ds:
+        return sorted(set(ds.epoch.values.tolist()))
+
+
+def test_switching_trajectories_off_on_resume_keeps_the_alignment_record(tmp_path):
+    """Recorder states are keyed by name: with record.trajectories on in part one and off on
+    resume, the alignment recorder gets its own state back (it used to get the trajectory
+    recorder's, by position, reset, and lose epoch 1)."""
+    out = tmp_path / "run"
+    common = ["--epochs", "2", "--set", "record.alignment_every=20", "--out", str(out)]
+    quiet = ["--no-progress"]
+    assert main(["simulate", *common, "--record", "2", "--stop-after", "1", *quiet]) == 0
+    assert _alignment_epochs(out) == [1]
+    assert main(["simulate", *common, "--record", "0", "--resume", *quiet]) == 0
+    assert _alignment_epochs(out) == [1, 2]
+
+
+def test_force_removes_a_stale_alignment_file(tmp_path):
+    out = tmp_path / "run"
+    args = ["simulate", "--epochs", "1", "--out", str(out), "--no-progress"]
+    assert main([*args, "--set", "record.alignment_every=20"]) == 0
+    assert (out / "alignment.nc").is_file()
+    assert main([*args, "--force"]) == 0
+    assert not (out / "alignment.nc").exists()

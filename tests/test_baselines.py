@@ -1,4 +1,4 @@
-"""Learning-rule baselines (ctsp.baselines): FA, DFA, LL, BP, Shallow on the shared layers."""
+"""Learning-rule baselines (ctsp.discrete): FA, DFA, LL, BP, Shallow on the shared layers."""
 
 import copy
 
@@ -9,9 +9,15 @@ from torch.nn import functional as F
 
 from ctsp import config as cfg
 from ctsp import data as datasets
-from ctsp.baselines import FeedbackAlignmentFunction, LocalLearning, similarity
+from ctsp.app import build_discrete_network as build_network
+from ctsp.app import make_learner, train
 from ctsp.cli import main
-from ctsp.discrete import DiscreteTrainer, build_network, make_learner, train
+from ctsp.discrete import (
+    DiscreteTrainer,
+    FeedbackAlignmentFunction,
+    LocalLearning,
+    similarity,
+)
 from ctsp.errors import DivergenceError
 
 DIGITS = (1, 8, 8)
@@ -76,7 +82,8 @@ def test_fa_feedback_is_fixed_and_its_updates_differ_from_bp(digits, arch):
     fa_net, fa = learner_for("fa", arch)
     for p, q in zip(bp_net.parameters(), fa_net.parameters(), strict=True):
         assert torch.equal(p, q)  # same seed, same initial weights
-    fixed = [b.clone() for b in fa.fixed]
+    assert list(fa.fixed) == list(fa_net.names)  # keyed by layer
+    fixed = [b.clone() for b in fa.fixed.values()]
     assert [b.shape for b in fixed] == [layer.projection.weight.shape for layer in fa_net.layers]
     bp.train_batch(x, y)
     fa.train_batch(x, y)
@@ -87,14 +94,14 @@ def test_fa_feedback_is_fixed_and_its_updates_differ_from_bp(digits, arch):
         assert not torch.allclose(a, b)
     for _ in range(3):
         fa.train_batch(x, y)
-    for b, b0 in zip(fa.fixed, fixed, strict=True):
+    for b, b0 in zip(fa.fixed.values(), fixed, strict=True):
         assert torch.equal(b, b0)  # B never changes
-    assert fa.fixed[0] is fa_net.layers[0].projection.feedback
+    assert fa.fixed["fc1" if arch == "fc" else "conv1"] is fa_net.layers[0].projection.feedback
     state = copy.deepcopy(fa.state_dict())  # the checkpoint restores B
     with torch.no_grad():
-        fa.fixed[0].add_(1.0)
+        next(iter(fa.fixed.values())).add_(1.0)
     fa.load_state_dict(state)
-    assert torch.equal(fa.fixed[0], fixed[0])
+    assert torch.equal(next(iter(fa.fixed.values())), fixed[0])
 
 
 # --- direct feedback alignment -----------------------------------------------------------------
@@ -106,7 +113,8 @@ def test_dfa_hidden_gradients_come_from_the_output_error_alone(digits):
     x, y = batch(digits)
     net, dfa = learner_for("dfa", "conv")
     m = 10
-    assert [tuple(b.shape) for b in dfa.fixed] == [
+    assert list(dfa.fixed) == list(net.names[:-1])
+    assert [tuple(b.shape) for b in dfa.fixed.values()] == [
         (m, int(torch.tensor(s).prod())) for s in net.shapes[:-1]
     ]
     assert net.shapes[:-1] == ((8, 3, 3), (16, 1, 1), (32,))
@@ -130,7 +138,7 @@ def test_dfa_hidden_gradients_come_from_the_output_error_alone(digits):
     z, _ = before.layers[-1](h.detach())
     e = (torch.softmax(z, 1) - F.one_hot(y, m).float()) / x.shape[0]
     for i, (name, h) in enumerate(zip(net.names, hidden, strict=False)):
-        g = (e.detach() @ dfa.fixed[i]).view_as(h)
+        g = (e.detach() @ dfa.fixed[name]).view_as(h)
         torch.testing.assert_close(arrived[name], g)  # nothing else reaches h_i
         w_before = before.layers[i].projection.weight
         expected = torch.autograd.grad(h, w_before, g, retain_graph=True)[0]
@@ -170,9 +178,9 @@ def test_ll_heads_train_only_their_block(digits, rule):
     assert all(p.grad is None for p in net.signal.parameters())
     if rule == "ll-fa":  # the auxiliary classifiers' feedback is fixed
         assert len(ll.fixed) == len(ll.heads)
-        fixed = [b.clone() for b in ll.fixed]
+        fixed = [b.clone() for b in ll.fixed.values()]
         ll.train_batch(x, y)
-        assert all(torch.equal(a, b) for a, b in zip(ll.fixed, fixed, strict=True))
+        assert all(torch.equal(a, b) for a, b in zip(ll.fixed.values(), fixed, strict=True))
 
 
 def test_similarity_matrix_and_predsim_loss():
@@ -193,7 +201,7 @@ def test_each_rule_reduces_the_loss_on_digits(digits, rule):
     losses = []
     for _ in range(2):  # deterministic: the same losses twice
         net = build_network(config, DIGITS, 10)
-        trainer = DiscreteTrainer(net, config, CPU)
+        trainer = DiscreteTrainer(net, make_learner(net, config), config, CPU)
         losses.append([trainer.train_epoch(digits, e)["loss"][-1] for e in range(3)])
     assert losses[0] == losses[1]
     assert losses[0][-1] < 0.9 * losses[0][0]

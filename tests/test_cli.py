@@ -29,10 +29,22 @@ def test_help_and_version():
 @pytest.mark.parametrize(
     "argv, code, message",
     [
-        (["simulate", "--dataset", "imagenet"], 2, "unknown dataset 'imagenet'; valid: digits"),
-        (["simulate", "--solver", "leapfrog"], 2, "unknown solver 'leapfrog'; valid: euler"),
+        (
+            ["simulate", "--dataset", "imagenet"],
+            2,
+            "invalid value for data.name: 'imagenet'; valid: digits",
+        ),
+        (
+            ["simulate", "--solver", "leapfrog"],
+            2,
+            "invalid value for solver.method: 'leapfrog'; valid: euler",
+        ),
         (["simulate", "--set", "train.lrr=1"], 2, "unknown config key 'train.lrr'"),
-        (["simulate", "--set", "network.rate=relu"], 2, "unknown rate function 'relu'"),
+        (
+            ["simulate", "--set", "network.rate=relu"],
+            2,
+            "network.rate: 'relu'; valid: hard_sigmoid",
+        ),
         (["simulate", "--epochs", "0"], 2, "invalid value for train.epochs: 0"),
         (["simulate", "--dataset", "fashion-mnist"], 2, "do not match dataset fashion-mnist"),
         (["simulate", "nope.toml"], 2, "neither a file nor a bundled config"),

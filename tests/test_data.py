@@ -8,6 +8,7 @@ dataset-fashion-mnist, which CI installs); they are not skipped when it is missi
 
 from __future__ import annotations
 
+import ast
 import functools
 import gzip
 import hashlib
@@ -83,7 +84,7 @@ def digest(path: Path, algo: str = "sha256") -> str:
 def record_sums(monkeypatch, name: str, directory: Path, files, algo: str = "sha256") -> None:
     """Make ``CHECKSUMS[name]`` the sums of the given files in ``directory``."""
     sums = {f: (f"{algo}:{digest(directory / f, algo)}",) for f in files}
-    monkeypatch.setitem(data.CHECKSUMS, name, sums)
+    monkeypatch.setitem(data.download.CHECKSUMS, name, sums)
 
 
 def cifar_batch(n: int, start: int) -> dict:
@@ -132,7 +133,7 @@ def cifar_sums(monkeypatch, archive: Path | None, batch_dir: Path | None) -> Non
     if batch_dir is not None:
         for b in data.CIFAR_BATCHES:
             sums[b] = (f"md5:{digest(batch_dir / b, 'md5')}",)
-    monkeypatch.setitem(data.CHECKSUMS, "cifar10", sums)
+    monkeypatch.setitem(data.download.CHECKSUMS, "cifar10", sums)
 
 
 @contextmanager
@@ -174,7 +175,7 @@ def isolated(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("CTSP_DATA_URL", CLOSED_PORT_URL)
     for var in ("no_proxy", "NO_PROXY"):
         monkeypatch.setenv(var, "*")
-    monkeypatch.setattr(data, "SYSTEM_DATA_ROOTS", (tmp_path / "system",))
+    monkeypatch.setattr(data.lookup, "SYSTEM_DATA_ROOTS", (tmp_path / "system",))
     return tmp_path
 
 
@@ -193,7 +194,7 @@ def fashion() -> data.Dataset:
         mp.delenv("CTSP_DATA", raising=False)
         mp.setenv("CTSP_DATA_URL", CLOSED_PORT_URL)
         mp.setenv("XDG_CACHE_HOME", "/nonexistent-ctsp-test-cache")
-        mp.setattr(data, "SYSTEM_DATA_ROOTS", DEFAULT_SYSTEM_ROOTS)
+        mp.setattr(data.lookup, "SYSTEM_DATA_ROOTS", DEFAULT_SYSTEM_ROOTS)
         return data.load("fashion-mnist", download=False)
 
 
@@ -218,7 +219,7 @@ def test_real_fashion_mnist_loads(fashion):
 
 
 def test_real_fashion_mnist_checksums_and_check(monkeypatch):
-    monkeypatch.setattr(data, "SYSTEM_DATA_ROOTS", DEFAULT_SYSTEM_ROOTS)
+    monkeypatch.setattr(data.lookup, "SYSTEM_DATA_ROOTS", DEFAULT_SYSTEM_ROOTS)
     for filename in data.IDX_FILES:
         recorded = data.CHECKSUMS["fashion-mnist"][filename]
         assert f"sha256:{digest(FASHION_DIR / filename)}" in recorded
@@ -386,7 +387,7 @@ def test_checksum_entries_accept_any_recorded_sum_and_md5(tmp_path, monkeypatch)
     make_idx_dataset(tmp_path)
     sums = {f: (f"sha256:{'0' * 64}", f"md5:{digest(tmp_path / f, 'md5')}") for f in data.IDX_FILES}
     sums[data.IDX_TEST_LABELS] = digest(tmp_path / data.IDX_TEST_LABELS)  # bare hex: sha256
-    monkeypatch.setitem(data.CHECKSUMS, "kmnist", sums)
+    monkeypatch.setitem(data.download.CHECKSUMS, "kmnist", sums)
     assert data.check("kmnist", data_dir=tmp_path).startswith("kmnist: ok")
 
 
@@ -610,7 +611,7 @@ def test_download_network_failure(monkeypatch):
 
 def test_download_refuses_files_without_recorded_checksum(monkeypatch, served):
     make_idx_dataset(served)
-    monkeypatch.setitem(data.CHECKSUMS, "mnist", {})
+    monkeypatch.setitem(data.download.CHECKSUMS, "mnist", {})
     with http_server(served) as url:
         monkeypatch.setenv("CTSP_DATA_URL", url)
         with data_error(r"no recorded checksum for mnist file train-images-idx3-ubyte\.gz"):
@@ -681,7 +682,7 @@ def test_cifar_local_archive_is_verified_and_extracted(tmp_path, monkeypatch):
     ds = data.load("cifar10", data_dir=tmp_path / "mine", download=False)
     assert ds.train_x.shape == (15, 3, 32, 32)
     assert data.CIFAR_FOLDER in files_in(data.cache_dir() / "cifar10")
-    monkeypatch.setitem(data.CHECKSUMS, "cifar10", {data.CIFAR_ARCHIVE: "0" * 64})
+    monkeypatch.setitem(data.download.CHECKSUMS, "cifar10", {data.CIFAR_ARCHIVE: "0" * 64})
     with data_error(rf"checksum mismatch for {re.escape(str(archive))}"):
         data.check("cifar10", data_dir=tmp_path / "mine")
 
@@ -719,7 +720,7 @@ def test_cifar_pickle_with_foreign_globals_is_refused(tmp_path):
 
 
 def test_cifar_archive_with_path_traversal_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setitem(data.CHECKSUMS, "cifar10", {})
+    monkeypatch.setitem(data.download.CHECKSUMS, "cifar10", {})
     archive = tmp_path / "evil" / data.CIFAR_ARCHIVE
     archive.parent.mkdir()
     with tarfile.open(archive, "w:gz") as tar:
@@ -734,10 +735,38 @@ def test_cifar_archive_with_path_traversal_is_refused(tmp_path, monkeypatch):
 
 
 def test_cifar_truncated_archive(tmp_path, monkeypatch):
-    monkeypatch.setitem(data.CHECKSUMS, "cifar10", {})
+    monkeypatch.setitem(data.download.CHECKSUMS, "cifar10", {})
     archive = tmp_path / "t" / data.CIFAR_ARCHIVE
     make_cifar_archive(archive, tmp_path / "work")
     archive.write_bytes(archive.read_bytes()[:2000])
     with data_error(rf"{re.escape(str(archive))} is truncated or corrupt"):
         data.load("cifar10", data_dir=tmp_path / "t", download=False)
     assert files_in(data.cache_dir() / "cifar10") == []
+
+
+# --------------------------------------------------------------------------------------------
+# Package layout
+# --------------------------------------------------------------------------------------------
+
+LAYERS = ("formats", "lookup", "download", "datasets", "__init__")  # each imports only earlier
+
+
+def test_package_imports_point_one_way():
+    package = Path(data.__file__).parent
+    assert sorted(p.stem for p in package.glob("*.py")) == sorted(LAYERS)
+    for rank, module in enumerate(LAYERS):
+        tree = ast.parse((package / f"{module}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.level == 1 and node.module in LAYERS[:rank], (module, node.module)
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module]
+            for name in names:
+                assert not name.startswith("ctsp") or name == "ctsp.errors", (module, name)
+
+
+def test_reexported_tables_are_the_ones_read():
+    assert data.CHECKSUMS is data.download.CHECKSUMS
+    assert data.DOWNLOAD_URLS is data.lookup.DOWNLOAD_URLS
+    assert all(hasattr(data, name) for name in data.__all__)

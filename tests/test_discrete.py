@@ -8,21 +8,24 @@ import xarray as xr
 
 from ctsp import config as cfg
 from ctsp import runs
+from ctsp.app import build_discrete_network as build_network
+from ctsp.app import make_learner, train
 from ctsp.cli import main
-from ctsp.discrete import DiscreteTrainer, augment, build_network, learning_rate, train
+from ctsp.discrete import ClassifierCE, DiscreteTrainer, LPred, Sigprop, augment, learning_rate
 from ctsp.errors import ConfigError, DivergenceError
-from ctsp.layers import (
-    ClassifierCE,
+from ctsp.nn import (
     Conv2d,
     Linear,
-    LPred,
     SignalLayer,
     StaticNeuron,
+    TargetInput,
+    TargetLoop,
+    TargetLoopError,
+    TargetOnly,
     o_dot,
     o_l2,
     recalibrate_batch_norm,
 )
-from ctsp.signals import TargetInput, TargetLoop, TargetLoopError, TargetOnly
 from models import LoopNetwork
 from models.discrete import build, count_parameters
 
@@ -317,7 +320,7 @@ def test_no_gradient_crosses_a_layer(sections):
     torch.manual_seed(0)
     config = dcfg(**sections)
     net = build_network(config, DIGITS, 10)
-    trainer = DiscreteTrainer(net, config, CPU)
+    trainer = DiscreteTrainer(net, make_learner(net, config), config, CPU)
     groups = [{id(p) for p in net.layer_parameters(i)} for i in range(len(net.layers))]
     assert sum(map(len, groups)) == len(set().union(*groups)) == len(list(net.parameters()))
     x, y = torch.rand(12, *DIGITS), torch.arange(12) % 10
@@ -325,7 +328,7 @@ def test_no_gradient_crosses_a_layer(sections):
     assert len(pairs) == len(net.layers)
     for i, (h, t) in enumerate(pairs):
         net.zero_grad(set_to_none=True)
-        trainer.learner.rules[i].loss(h, t, y)[0].backward()
+        list(trainer.learner.rules.values())[i].loss(h, t, y)[0].backward()
         for j, layer in enumerate(net.layers):
             grads = [p.grad for p in layer.parameters()]
             if j == i:
@@ -449,10 +452,10 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch):
     full = train(config, tmp_path / "full", **QUIET)
     original = DiscreteTrainer.train_epoch
 
-    def interrupted(self, data, epoch, bar=None):
+    def interrupted(self, data, epoch, bar=None, on_batch=None):
         if epoch == 1:
             raise KeyboardInterrupt
-        return original(self, data, epoch, bar)
+        return original(self, data, epoch, bar, on_batch)
 
     monkeypatch.setattr(DiscreteTrainer, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -462,8 +465,10 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch):
     a, b = weights(full.path), weights(resumed.path)
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
-    for sa, sb in zip(a["optimizers"], b["optimizers"], strict=True):
-        for key, state in sa["state"].items():
+    assert a["learner"]["rules"].keys() == b["learner"]["rules"].keys()
+    for name, sa in a["learner"]["rules"].items():
+        sb = b["learner"]["rules"][name]["optimizer"]
+        for key, state in sa["optimizer"]["state"].items():
             assert torch.equal(state["exp_avg"], sb["state"][key]["exp_avg"])
     assert (
         resumed.metrics.test_exit_error.values.tolist()
@@ -475,7 +480,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "r"
     train(dcfg(train={"epochs": 2}), out, stop_after=1, **QUIET)
     good = weights(out)
-    original = DiscreteTrainer.train_batch
+    original = Sigprop.train_batch
     calls = []
 
     def poisoned(self, x, y):
@@ -484,7 +489,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
             self.net.layers[1].projection.weight.data.fill_(float("nan"))
         return original(self, x, y)
 
-    monkeypatch.setattr(DiscreteTrainer, "train_batch", poisoned)
+    monkeypatch.setattr(Sigprop, "train_batch", poisoned)
     with pytest.raises(
         DivergenceError, match=r"NaN or Inf in the loss of layer fc2 at epoch 2; the last good"
     ):

@@ -57,3 +57,23 @@ def test_public_api_resolves_and_help_stays_light():
         assert getattr(ctsp, name) is not None, name
     code = "import sys, ctsp.cli; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_layering_contracts_hold():
+    """import-linter's contracts in pyproject.toml: the layers of ctsp, no cycles between them,
+    and no import of models or analysis from ctsp's core."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("lint-imports")
+    assert exe, "lint-imports (import-linter, a test dependency) is not installed"
+    proc = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 broken" in proc.stdout and "3 kept" in proc.stdout
+
+
+def test_no_module_reaches_into_the_old_flat_layout():
+    """The flat modules are gone in favour of the subpackages."""
+    flat = ("layers", "spiking", "simulate", "solver", "dynamics", "signals", "baselines", "data")
+    for old in flat:
+        assert not (ROOT / "ctsp" / f"{old}.py").exists(), old

@@ -1,4 +1,4 @@
-"""Tests of ctsp.plasticity: contrastive Hebbian weight/bias updates (Eq. 14)."""
+"""Tests of ctsp.continuous.plasticity: contrastive Hebbian weight/bias updates (Eq. 14)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ctsp import plasticity
-from ctsp.plasticity import BACKENDS, chl_bias_update, chl_update
+from ctsp.continuous import BACKENDS, chl_bias_update, chl_update, plasticity
 
 DTYPES = (torch.float32, torch.float64)
 # (n_post, n_pre, batch): odd sizes, not multiples of any block size, B=1, 1x1.
@@ -19,7 +18,7 @@ SHAPES = ((7, 13, 5), (1, 1, 1), (13, 7, 1), (3, 1, 9), (1, 5, 2), (37, 29, 11),
 KINDS = ("dense", "saturated")
 
 
-_REAL_MEASURE_CROSSOVER = plasticity._measure_crossover
+_REAL_MEASURE_CROSSOVER = plasticity.measure_crossover
 
 
 @pytest.fixture(autouse=True)
@@ -29,8 +28,8 @@ def _deterministic_auto(monkeypatch):
     With it, dense inputs go to torch and saturated ones to numba. The real calibration
     is exercised by ``test_real_calibration``.
     """
-    monkeypatch.setattr(plasticity, "_CROSSOVER", {})
-    monkeypatch.setattr(plasticity, "_measure_crossover", lambda *shape: 0.5)
+    monkeypatch.setattr(plasticity, "CROSSOVERS", {})
+    monkeypatch.setattr(plasticity, "measure_crossover", lambda *shape: 0.5)
 
 
 def _tol(dtype: torch.dtype) -> float:
@@ -142,8 +141,8 @@ def test_auto_matches_both_forced_choices(monkeypatch, backend, dtype):
     n_post, n_pre, batch = 19, 11, 7
     weight, pre, free, nudged = _make(n_post, n_pre, batch, dtype, "saturated", seed=5)
     key = (n_post, n_pre, batch, dtype)
-    monkeypatch.setitem(plasticity._CROSSOVER, key, math.inf if backend == "numba" else 0.0)
-    assert plasticity._auto_backend(weight, nudged - free) == backend
+    monkeypatch.setitem(plasticity.CROSSOVERS, key, math.inf if backend == "numba" else 0.0)
+    assert plasticity.auto_backend(weight, nudged - free) == backend
     w = _run("auto", weight, pre, free, nudged, 0.1)
     _assert_close(w, _reference(weight, pre, free, nudged, 0.1), _tol(dtype))
 
@@ -155,7 +154,7 @@ def test_auto_calibrates_once_per_shape_and_dtype(monkeypatch):
         calls.append((n_post, n_pre, batch, dtype))
         return 0.5
 
-    monkeypatch.setattr(plasticity, "_measure_crossover", fake)
+    monkeypatch.setattr(plasticity, "measure_crossover", fake)
     weight, pre, free, nudged = _make(5, 4, 3, torch.float32, "dense")
     for _ in range(3):
         chl_update(weight.clone(), pre, free, nudged, 0.1)
@@ -164,25 +163,42 @@ def test_auto_calibrates_once_per_shape_and_dtype(monkeypatch):
 
 
 def test_real_calibration(monkeypatch):
-    monkeypatch.setattr(plasticity, "_measure_crossover", _REAL_MEASURE_CROSSOVER)
+    monkeypatch.setattr(plasticity, "measure_crossover", _REAL_MEASURE_CROSSOVER)
     weight, pre, free, nudged = _make(9, 8, 4, torch.float32, "dense")
     w = _run("auto", weight, pre, free, nudged, 0.1)  # calibrates, then updates
-    x = plasticity._CROSSOVER[(9, 8, 4, torch.float32)]
-    assert x == math.inf or 0.0 <= x <= 1.0
+    assert (9, 8, 4, torch.float32) in plasticity.CROSSOVERS  # measured once, cached
     _assert_close(w, _reference(weight, pre, free, nudged, 0.1), 1e-5)
+
+
+@pytest.mark.parametrize(
+    "t_torch, t_numba, expected",
+    [
+        # numba 3 at density 1/8, 4 at 1/4, 6 at 1/2: torch's 5 lies halfway between 1/4
+        # and 1/2, torch's 3.5 halfway between 1/8 and 1/4
+        (5.0, [1, 1.5, 2, 3, 4, 6, 8], 0.25 + 0.5 * 0.25),
+        (3.5, [1, 1.5, 2, 3, 4, 6, 8], 0.125 + 0.5 * 0.125),
+        (1.0, [2, 3, 4, 5, 6, 7, 8], 0.0),  # numba slower even with no work
+        (9.0, [1, 2, 3, 4, 5, 6, 8], math.inf),  # numba faster even dense
+    ],
+)
+def test_crossover_interpolates_the_measured_times(t_torch, t_numba, expected):
+    """The calibration's decision from given times, against the linear interpolation done by
+    hand at the calibration densities (0, 1/32, 1/16, 1/8, 1/4, 1/2, 1)."""
+    assert plasticity.CALIBRATION_DENSITIES == (0.0, 0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0)
+    assert plasticity.crossover_density(t_torch, t_numba) == pytest.approx(expected)
 
 
 def test_auto_choice_follows_density_and_crossover():
     # Fixed crossover 0.5 (fixture): dense differences -> torch, mostly zero -> numba.
     weight, _, free, nudged = _make(30, 20, 8, torch.float32, "dense")
-    assert plasticity._auto_backend(weight, nudged - free) == "torch"
+    assert plasticity.auto_backend(weight, nudged - free) == "torch"
     _, _, free, nudged = _make(30, 20, 8, torch.float32, "saturated")
-    assert plasticity._auto_backend(weight, nudged - free) == "numba"
+    assert plasticity.auto_backend(weight, nudged - free) == "numba"
 
 
 def test_auto_uses_torch_for_non_numba_dtypes():
     weight = torch.zeros(3, 2, dtype=torch.bfloat16)
-    assert plasticity._auto_backend(weight, torch.ones(4, 3, dtype=torch.bfloat16)) == "torch"
+    assert plasticity.auto_backend(weight, torch.ones(4, 3, dtype=torch.bfloat16)) == "torch"
     chl_update(weight, torch.ones(4, 2, dtype=torch.bfloat16), *_ones_zeros(4, 3), 0.25)
     assert torch.equal(weight, torch.ones(3, 2, dtype=torch.bfloat16))
 
@@ -365,8 +381,8 @@ def test_cuda():  # pragma: no cover - CPU-only CI
 
 def test_import_compiles_nothing():
     code = (
-        "import ctsp.plasticity as p\n"
-        "assert p._chl_rows.signatures == [], p._chl_rows.signatures\n"
-        "assert p._CROSSOVER == {}\n"
+        "import ctsp.continuous.plasticity as p\n"
+        "assert p.chl_kernel.signatures == [], p.chl_kernel.signatures\n"
+        "assert p.CROSSOVERS == {}\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

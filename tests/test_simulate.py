@@ -5,8 +5,9 @@ import torch
 import xarray as xr
 
 from ctsp import config as cfg
+from ctsp.app import simulate
+from ctsp.continuous import Trainer
 from ctsp.errors import ConfigError, DivergenceError, RunDirError
-from ctsp.simulate import Trainer, simulate
 
 
 def small(epochs=2, **train):
@@ -17,6 +18,7 @@ def weights(path):
     return torch.load(path / "checkpoint.pt", weights_only=False)["model"]
 
 
+@pytest.mark.slow
 def test_default_run_learns_digits(tmp_path):
     """The no-argument run (`ctsp simulate`) reaches <= 4 % test error (chance is 90 %)."""
     result = simulate(cfg.RunConfig(), tmp_path / "run", progress=False, log=lambda s: None)

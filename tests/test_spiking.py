@@ -9,8 +9,10 @@ import xarray as xr
 
 from ctsp import config as cfg
 from ctsp import data as datasets
+from ctsp.app import build_discrete_network as build_network
+from ctsp.app import make_learner, train
 from ctsp.cli import main
-from ctsp.discrete import DiscreteTrainer, build_network, train
+from ctsp.discrete import DiscreteTrainer
 from ctsp.errors import ConfigError
 from ctsp.spiking import (
     ArctanSurrogate,
@@ -49,7 +51,7 @@ def scfg(variant="sp-surrogate", signal=None, model=None, **train):
 
 def trainer_for(config):
     net = build_network(config, DIGITS, 10)
-    return net, DiscreteTrainer(net, config, CPU)
+    return net, DiscreteTrainer(net, make_learner(net, config), config, CPU)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +156,7 @@ def test_no_gradient_crosses_a_layer_in_the_sp_variants(variant, signal):
     assert all(h.dtype == torch.float32 for h, _ in pairs)
     for i, (h, t) in enumerate(pairs):
         net.zero_grad(set_to_none=True)
-        trainer.learner.rules[i].loss(h, t, y)[0].backward()
+        list(trainer.learner.rules.values())[i].loss(h, t, y)[0].backward()
         for j, layer in enumerate(net.layers):
             grads = [p.grad for p in layer.parameters()]
             if j == i:
@@ -164,7 +166,7 @@ def test_no_gradient_crosses_a_layer_in_the_sp_variants(variant, signal):
         gen_grads = [p.grad for p in net.signal.parameters()]
         assert all(g is None for g in gen_grads) != (i == 0), i
     bp_net, bp = trainer_for(scfg("bp"))
-    bp.learner.rule.loss(bp_net(x), None, y)[0].backward()
+    bp.learner.rules["out"].loss(bp_net(x), None, y)[0].backward()
     for layer in bp_net.layers:
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.parameters())
 
@@ -178,12 +180,12 @@ def test_voltage_variant_uses_no_surrogate_anywhere(monkeypatch, digits):
     net, trainer = trainer_for(scfg("sp-voltage"))
     assert all(not m.surrogate for m in net.modules() if isinstance(m, IFNeuron))
     x, y = digits.train_x[:64], digits.train_y[:64]
-    losses, _ = trainer.train_batch(x, y)
+    losses, _ = trainer.learner.train_batch(x, y)
     assert losses.shape == (4,) and bool(torch.isfinite(losses).all())
     assert len(trainer.evaluate(digits.test_x[:50], digits.test_y[:50])) == 4
     _, surrogate = trainer_for(scfg("sp-surrogate"))
     with pytest.raises(AssertionError, match="surrogate was used"):
-        surrogate.train_batch(x, y)
+        surrogate.learner.train_batch(x, y)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -208,7 +210,7 @@ def test_shallow_trains_only_the_classifier(digits):
     torch.manual_seed(0)
     net, trainer = trainer_for(scfg("shallow"))
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    trainer.train_batch(digits.train_x[:64], digits.train_y[:64])
+    trainer.learner.train_batch(digits.train_x[:64], digits.train_y[:64])
     for k, v in net.state_dict().items():
         changed = not torch.equal(v, before[k])
         assert changed == (k.startswith("layers.3.") or "running" in k or "num_batches" in k), k
@@ -225,7 +227,7 @@ def test_bfloat16_on_cpu_and_float16_refused(digits):
         handle = net.layers[1].synapse.projection.register_forward_hook(
             lambda mod, args, out: seen.append(out.dtype)
         )
-        losses, wrong = trainer.train_batch(digits.train_x[:64], digits.train_y[:64])
+        losses, wrong = trainer.learner.train_batch(digits.train_x[:64], digits.train_y[:64])
         handle.remove()
         assert bool(torch.isfinite(losses).all()) and losses.dtype == torch.float32
         assert [h.dtype for h, _ in net.pairs(digits.test_x[:8])] == [torch.float32] * 4
@@ -239,20 +241,21 @@ def test_gradient_scalers_step_every_layer_and_are_checkpointed(monkeypatch, dig
     """float16 runs give every optimizer a GradScaler (CUDA); the same code path with a CPU
     scaler: the scaled backward steps each layer, and the scales go into the learner state."""
     monkeypatch.setattr(
-        "ctsp.spiking.grad_scaler", lambda config: torch.amp.GradScaler("cpu", init_scale=2.0**8)
+        "ctsp.spiking.learners.grad_scaler",
+        lambda precision: torch.amp.GradScaler("cpu", init_scale=2.0**8),
     )
     for variant in ("sp-surrogate", "bp"):
         torch.manual_seed(0)
         net, trainer = trainer_for(scfg(variant))
         before = [p.detach().clone() for p in net.layers.parameters()]
-        losses, _ = trainer.train_batch(digits.train_x[:64], digits.train_y[:64])
+        losses, _ = trainer.learner.train_batch(digits.train_x[:64], digits.train_y[:64])
         assert bool(torch.isfinite(losses).all())
         after = list(net.layers.parameters())
         assert all(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
-        state = trainer.state_dict()
-        scales = [s["scale"] for s in state[-1]["scalers"]]
+        state = trainer.learner.state_dict()
+        scales = [r["scaler"]["scale"] for r in state["rules"].values()]
         assert len(scales) == len(trainer.names) and all(s == 2.0**8 for s in scales)
-        trainer.load_state_dict(state)
+        trainer.learner.load_state_dict(state)
 
 
 # --- configs, runs and the command line --------------------------------------------------------
@@ -290,7 +293,7 @@ def test_resume_gives_the_same_weights(tmp_path):
     b = torch.load(resumed.path / "checkpoint.pt", weights_only=False)
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
-    assert a["optimizers"][-1] == {"scalers": [{}, {}, {}, {}]}
+    assert all("scaler" not in r for r in a["learner"]["rules"].values())  # float32: none
 
 
 def test_ctsp_train_snn_run_directory(capsys, tmp_path):

@@ -14,6 +14,7 @@ import pytest
 import torch
 import xarray as xr
 
+from analysis.recording import FILENAME, TrajectoryRecorder, combine, record
 from analysis.trajectories import (
     convergence_time,
     open_trajectories,
@@ -26,13 +27,12 @@ from analysis.trajectories import (
 )
 from ctsp import config as cfg
 from ctsp import data as datasets
+from ctsp.app import build_loop_network as build_network
+from ctsp.app import build_recorders, simulate
 from ctsp.cli import main
-from ctsp.dynamics import Field
+from ctsp.continuous import Field, Trainer, relax
 from ctsp.errors import WriteError
 from ctsp.runs import save_netcdf
-from ctsp.simulate import Trainer, build_network, build_recorders, simulate
-from ctsp.solver import relax
-from ctsp.trajectories import FILENAME, TrajectoryRecorder, combine, record
 from models import LoopNetwork
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Relaxation of the network dynamics with torchdiffeq solvers, chosen by name.
+"""Relaxation of the network dynamics by solvers chosen by name (the registry :data:`SOLVERS`).
 
 ``relax(field, s0, duration, config)`` integrates ds/dt = field(t, s) from s0 for ``duration`` time
 units (units of the neuron time constant) and returns a :class:`Relaxation`: the final state and
@@ -12,6 +12,11 @@ is integrated in chunks of ``check_every`` steps and stops early once the residu
 sample is below ``tol``; ``duration`` is then the cap. The residual is max_j |ds_j/dt| of the
 projected motion: over the last step for fixed-grid methods (no extra field evaluation), of the
 projected field at the check point for adaptive methods.
+
+A solver is an object with ``advance(field, state, t0, k, dt, ...)`` (k steps of dt from t0 ->
+the projected state and the per-sample residual), ``adaptive`` and ``evaluates_in_bounds``;
+:class:`FixedGrid` and :class:`Adaptive` wrap torchdiffeq's methods. A new method is one class
+and one entry in :data:`SOLVERS`. torchdiffeq's Adams methods are refused with the reason.
 """
 
 from __future__ import annotations
@@ -23,19 +28,10 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..registry import Registry
 
-FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-METHODS = FIXED_METHODS + ADAPTIVE_METHODS
 TIME_UNITS = "r"  # the neuron time constant
-
-
-def check_method(name: str) -> str:
-    """Return ``name`` if it is a known solver method; otherwise raise with the valid list."""
-    if name not in METHODS:
-        raise ConfigError(f"unknown solver {name!r}; valid: {', '.join(METHODS)}")
-    return name
 
 
 @dataclass(frozen=True)
@@ -150,32 +146,69 @@ class Relaxation:
         return xr.Dataset(variables, coords=coords)
 
 
-def _advance(field, state, t0, k, dt, method, step, rtol, atol) -> tuple[Tensor, Tensor]:
-    """Integrate ``k`` steps of size ``dt`` from time ``t0``; return (projected state, residual).
+class FixedGrid:
+    """A fixed-grid torchdiffeq method ("euler", "rk4", …): steps of exactly ``dt``, the state
+    projected onto the rate function's bounds before every step (``Field.callback_step``).
 
-    Fixed-grid methods step on an exact grid of k + 1 points, and the residual is the projected
-    motion of the last step, max_j |s_j(t) - s_j(t - dt)| / dt, which costs no extra field
-    evaluation (for Euler it is exactly the projected field at t - dt). Adaptive methods evaluate
-    the projected field at the end (``field.residual``).
+    The residual of a chunk is the projected motion of its last step,
+    max_j |s_j(t) - s_j(t - dt)| / dt, which costs no extra field evaluation (for Euler it is
+    exactly the projected field at t - dt).
     """
-    grid = torch.linspace(t0, t0 + k * dt, k + 1, dtype=torch.float64)
-    if method in FIXED_METHODS:
+
+    adaptive = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        # projected Euler evaluates the field only at projected states
+        self.evaluates_in_bounds = name == "euler"
+
+    def advance(self, field, state, t0, k, dt, *, step, rtol, atol) -> tuple[Tensor, Tensor]:
+        """Integrate ``k`` steps of size ``dt`` from ``t0``: (projected state, residual (B,))."""
+        grid = torch.linspace(t0, t0 + k * dt, k + 1, dtype=torch.float64)
         points = grid[[0, -2, -1]] if k >= 2 else grid
         options = {"grid_constructor": lambda func, y0, t: grid}
-        sol = odeint(field, state, points, method=method, options=options)
+        sol = odeint(field, state, points, method=self.name, options=options)
         new, prev = field.project_(sol[-1]), field.project_(sol[-2])
         return new, (new - prev).abs_().amax(1) / dt
-    sol = odeint(
-        field,
-        state,
-        grid[[0, -1]],
-        method=method,
-        rtol=rtol,
-        atol=atol,
-        options={"first_step": step},
-    )
-    new = field.project_(sol[-1])
-    return new, field.residual(new)
+
+
+class Adaptive:
+    """An adaptive torchdiffeq method ("dopri5", …) with ``rtol``/``atol`` and first step
+    ``step``; projected at the end of every chunk, whose residual is the projected field
+    there (``Field.residual``)."""
+
+    adaptive = True
+    evaluates_in_bounds = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def advance(self, field, state, t0, k, dt, *, step, rtol, atol) -> tuple[Tensor, Tensor]:
+        span = torch.linspace(t0, t0 + k * dt, k + 1, dtype=torch.float64)[[0, -1]]
+        options = {"first_step": step}
+        sol = odeint(field, state, span, method=self.name, rtol=rtol, atol=atol, options=options)
+        new = field.project_(sol[-1])
+        return new, field.residual(new)
+
+
+SOLVERS: Registry[FixedGrid | Adaptive] = Registry(
+    "solver",
+    {
+        **{m: FixedGrid(m) for m in ("euler", "midpoint", "heun2", "heun3", "rk4")},
+        **{m: Adaptive(m) for m in ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")},
+    },
+    refused={
+        "explicit_adams": "torchdiffeq's explicit Adams method diverges on ds/dt = -s at the "
+        "step sizes used here (3.5e11 at t = 5 with step 0.1)",
+        "implicit_adams": "torchdiffeq's Adams methods restart their multistep history at every "
+        "chunk, so results would depend on solver.check_every and record.stride",
+    },
+)
+
+
+def check_method(name: str) -> str:
+    """Return ``name`` if it is a registered solver method; otherwise raise with the valid list."""
+    return SOLVERS.check(name)
 
 
 def step_count(duration: float, step: float) -> int:
@@ -200,16 +233,16 @@ def relax(
 
     Args:
         field: callable f(t, s) -> ds/dt with ``project_``, ``callback_step``, ``residual`` and an
-            ``nfe`` counter (see ``ctsp.dynamics.Field``).
+            ``nfe`` counter (see ``ctsp.continuous.Field``).
         s0: initial state (B, N); not modified.
         duration: phase length in time units (the cap when ``tol`` is set).
-        method: torchdiffeq method name (see ``METHODS``).
+        method: solver name (see :data:`SOLVERS`).
         step: step size eps for fixed-grid methods (first step for adaptive ones).
         tol: steady-state tolerance on max_j |ds_j/dt| per sample; 0 disables the early stop.
         check_every: steps between residual checks when ``tol`` > 0.
         record_every: record the state every this many steps (None: no trajectory).
     """
-    check_method(method)
+    solver = SOLVERS[method]
     if duration < 0 or step <= 0:
         raise ConfigError(f"solver needs duration >= 0 and step > 0; got {duration}, {step}")
     n_steps = step_count(duration, step)
@@ -222,7 +255,7 @@ def relax(
         chunk = max(n_steps, 1)
 
     # projected Euler evaluates the field only at projected states (callback_step)
-    field.in_bounds = method == "euler" and field.bounds is not None
+    field.in_bounds = solver.evaluates_in_bounds and field.bounds is not None
     state = field.project_(s0.clone())
     record = record_every is not None
     last = field.residual(state) if record or n_steps == 0 else None
@@ -230,7 +263,9 @@ def relax(
     done, converged = 0, False
     while done < n_steps:
         k = min(chunk, n_steps - done)
-        state, last = _advance(field, state, done * dt, k, dt, method, step, rtol, atol)
+        state, last = solver.advance(
+            field, state, done * dt, k, dt, step=step, rtol=rtol, atol=atol
+        )
         done += k
         if record:
             times.append(done * dt)

@@ -16,6 +16,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..registry import Registry
+
+LOOP_MODES = Registry(
+    "loop mode",
+    {
+        "learned": "the loop-back output -> first hidden population learns by CHL (Eq. 14)",
+        "fixed": "the loop-back keeps its random initial weights",
+        "none": "no loop-back projection",
+    },
+)
+
+
+def population_names(sizes) -> tuple[str, ...]:
+    """Names of the populations of a network with ``sizes`` [input, hidden…, output]:
+    h1, h2, …, out (the input is not a population)."""
+    return tuple(f"h{k + 1}" for k in range(len(sizes) - 2)) + ("out",)
+
 
 def eq13(
     net,

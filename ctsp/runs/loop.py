@@ -1,10 +1,9 @@
-"""What the run commands share (``ctsp simulate`` and ``ctsp train``).
+"""The epoch loop both run commands share (``ctsp simulate`` and ``ctsp train``).
 
-The epoch loop (:func:`fit`: resume, best model, checkpoint, metrics, log line) over a
-:class:`EpochTrainer`, the device check, the progress bar, the per-epoch metrics as an xarray
-Dataset, atomic saves of ``metrics.nc`` and ``*.pt`` files, reading a checkpoint back with the
-resume check, and the :class:`RunResult` a run returns. Run-directory rules and atomic writes
-themselves are in ``ctsp.rundir``.
+:func:`fit` trains an :class:`ctsp.runs.hooks.EpochTrainer` epoch by epoch into a run
+directory (resume, recorders, best model, checkpoint, metrics, log line); around it: the device
+check, the progress bar, the per-epoch metrics as an xarray Dataset and the :class:`RunResult` a
+run returns.
 """
 
 from __future__ import annotations
@@ -20,9 +19,11 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .config import loads
-from .errors import ConfigError, CtspError, DivergenceError, RunDirError
-from .rundir import atomic_write, write_text
+from ..errors import CtspError, DivergenceError
+from . import files
+from .checkpoint import load_checkpoint
+from .hooks import EpochTrainer, Recorder
+from .rundir import save_netcdf, save_torch, write_text
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class RunResult:
 
 def load_data(config: Any):
     """The dataset of ``config.data`` (name, directory, validation split seeded by ``seed``)."""
-    from . import data
+    from .. import data
 
     return data.load(
         config.data.name,
@@ -86,49 +87,6 @@ def metrics_dataset(rows: list[dict], config: Any, layers: list[str] | None = No
     return ds
 
 
-def save_netcdf(ds: xr.Dataset, path: Path) -> None:
-    atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
-
-
-def save_torch(obj, path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-# learning-rate schedule keys: a resumed run may change them where the epochs already trained
-# keep their learning rates (e.g. a decay added at a milestone the run has not reached)
-SCHEDULE_KEYS = ("train.decay", "train.schedule", "train.t_max")
-
-
-def load_checkpoint(path: Path, config: Any, resumable: tuple[str, ...] = ()) -> dict:
-    """Read ``checkpoint.pt`` and refuse a config that differs from the saved one in a key that
-    is not ``resumable`` (dotted keys, or prefixes ending in ".") or in the learning-rate
-    schedule of the epochs already trained (so that a resumed run repeats an uninterrupted
-    run of the new config exactly)."""
-    try:
-        ckpt = torch.load(path / "checkpoint.pt", map_location=config.device, weights_only=False)
-        saved = loads(ckpt["config"], str(path / "checkpoint.pt"), type(config))
-    except (OSError, RuntimeError, KeyError, EOFError) as e:
-        raise RunDirError(f"cannot read checkpoint {path / 'checkpoint.pt'}: {e}") from None
-    except ConfigError as e:
-        raise RunDirError(
-            f"cannot resume {path}: its checkpoint is not from a `ctsp {config.COMMAND}` run ({e})"
-        ) from None
-    differ = [k for k in config.diff(saved) if not k.startswith(resumable + SCHEDULE_KEYS)]
-    if differ:
-        raise RunDirError(
-            f"cannot resume {path}: the config differs from the saved run in {', '.join(differ)}"
-        )
-    done = len(ckpt["rows"])
-    moved = [e + 1 for e in range(done) if config.train.lr_factor(e) != saved.train.lr_factor(e)]
-    if moved:
-        raise RunDirError(
-            f"cannot resume {path}: the new learning-rate schedule differs in epoch {moved[0]}, "
-            f"which the run has trained already ({done} epochs; the schedule follows train.epochs: "
-            "to train a long run in parts, keep train.epochs and use --stop-after)"
-        )
-    return ckpt
-
-
 def progress_bar(total: int, desc: str, enabled: bool):
     """A tqdm bar on stderr (``None`` when disabled)."""
     if not enabled:
@@ -136,33 +94,6 @@ def progress_bar(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
-
-
-class EpochTrainer(Protocol):
-    """What :func:`fit` needs from a command's trainer (``ctsp.simulate.Trainer``,
-    ``ctsp.discrete.DiscreteTrainer``)."""
-
-    net: torch.nn.Module
-
-    def train_metrics(self, data, epoch: int, bar) -> dict:
-        """Train one epoch; its row entries (at least ``train_error``)."""
-        ...
-
-    def eval_metrics(self, data) -> dict:
-        """Row entries from the test (and validation) set: ``test_error`` (and ``val_error``)."""
-        ...
-
-    def extra_state(self) -> dict:
-        """Checkpoint entries beyond the model (optimizers, persistent states, recorders)."""
-        ...
-
-    def load_extra_state(self, ckpt: dict) -> None: ...
-
-    def after_epoch(self, epoch: int, path: Path, last: bool) -> None: ...
-
-    def summary(self, row: dict) -> str:
-        """The end of the epoch's log line."""
-        ...
 
 
 def fit(
@@ -177,6 +108,7 @@ def fit(
     log,
     layers: list[str] | None = None,
     stop_after: int | None = None,
+    recorders: list[Recorder] = (),
 ) -> xr.Dataset:
     """Train ``config.train.epochs`` epochs into the run directory ``path``; the metrics.
 
@@ -186,16 +118,31 @@ def fit(
     ``metrics.nc`` and ``checkpoint.pt`` atomically, log one line. With ``resume`` the run
     continues from ``checkpoint.pt`` (config differences allowed only in ``resumable`` and in
     the schedule of epochs not trained yet). ``stop_after``: return after this (1-based) epoch,
-    leaving a run that ``resume`` continues (a chunk of a long run).
+    leaving a run that ``resume`` continues (a chunk of a long run). ``recorders``: hooks
+    (:class:`ctsp.runs.hooks.Recorder`) called after every minibatch and epoch, their states
+    kept in the checkpoint by name.
     """
     rows: list[dict] = []
     best = {"error": float("inf"), "epoch": -1, "test_error": float("nan")}
+    names = [r.name for r in recorders]
+    if len(set(names)) != len(names) or not all(names):
+        raise ValueError(f"recorders need distinct, non-empty names; got {names}")
+    recorder_states: dict[str, dict] = {}
     if resume:
         ckpt = load_checkpoint(path, config, resumable)
         trainer.net.load_state_dict(ckpt["model"])
         trainer.load_extra_state(ckpt)
         rows, best = ckpt["rows"], ckpt["best"]
-    write_text(path / "config.toml", config.to_toml())
+        recorder_states = dict(ckpt.get("recorders", {}))
+        for r in recorders:
+            if r.name in recorder_states:
+                r.load_state_dict(recorder_states[r.name])
+    write_text(path / files.CONFIG, config.to_toml())
+
+    def on_batch(epoch: int, k: int) -> None:
+        for r in recorders:
+            r.after_batch(trainer, epoch, k)
+
     select = "val_error" if data.val_x.shape[0] else "test_error"
     tc, n = config.train, data.train_x.shape[0]
     last = tc.epochs if stop_after is None else min(stop_after, tc.epochs)
@@ -203,7 +150,7 @@ def fit(
         t0 = time.perf_counter()
         bar = progress_bar(-(-n // tc.batch_size), f"epoch {epoch + 1}/{tc.epochs}", progress)
         try:
-            train = trainer.train_metrics(data, epoch, bar)
+            train = trainer.train_metrics(data, epoch, bar, on_batch if recorders else None)
         except DivergenceError as e:
             raise DivergenceError(
                 f"{e} at epoch {epoch + 1}; the last good checkpoint is kept in {path}"
@@ -217,12 +164,14 @@ def fit(
         rows.append(row)
         if row[select] < best["error"]:
             best = {"error": row[select], "epoch": epoch + 1, "test_error": row["test_error"]}
-            save_torch({"model": trainer.net.state_dict(), **best}, path / "best.pt")
-        trainer.after_epoch(epoch + 1, path, epoch + 1 == tc.epochs)
-        save_netcdf(metrics_dataset(rows, config, layers), path / "metrics.nc")
+            save_torch({"model": trainer.net.state_dict(), **best}, path / files.BEST)
+        for r in recorders:
+            r.after_epoch(trainer, epoch + 1, path, epoch + 1 == tc.epochs)
+            recorder_states[r.name] = r.state_dict()
+        save_netcdf(metrics_dataset(rows, config, layers), path / files.METRICS)
         state = {"model": trainer.net.state_dict(), "rows": rows, "best": best}
-        state.update(config=config.to_toml(), **trainer.extra_state())
-        save_torch(state, path / "checkpoint.pt")
+        state.update(config=config.to_toml(), recorders=recorder_states, **trainer.extra_state())
+        save_torch(state, path / files.CHECKPOINT)
         log(
             f"epoch {epoch + 1:>3}/{tc.epochs}  train {row['train_error']:.2%}  "
             f"test {row['test_error']:.2%}"

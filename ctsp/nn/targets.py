@@ -34,8 +34,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from .errors import ConfigError
-from .layers import Linear
+from ..registry import Registry
+from .projections import Linear
 
 
 class TargetGenerator(nn.Module):
@@ -49,7 +49,6 @@ class TargetGenerator(nn.Module):
     """
 
     per_sample: ClassVar[bool] = False  # targets (B, m, *shape) rather than (m, *shape)
-    needs_base: ClassVar[bool] = False  # takes h_1 (or x) of the minibatch
     needs_feedback: ClassVar[bool] = False  # takes the output of an inference pass
 
     def __init__(
@@ -98,7 +97,6 @@ class TargetInput(TargetGenerator):
     """
 
     per_sample = True
-    needs_base = True
 
     def __init__(self, classes, shape, *, slope, fixed=False) -> None:
         super().__init__(classes, shape, slope=slope, fixed=fixed)
@@ -144,12 +142,24 @@ class TargetLoopError(TargetLoop):
         return z.unsqueeze(1) - self.eta * error
 
 
-GENERATORS: dict[str, type[TargetGenerator]] = {
-    "target-only": TargetOnly,
-    "target-input": TargetInput,
-    "target-loop": TargetLoop,
-    "target-loop-error": TargetLoopError,
-}
+GENERATORS: Registry[type[TargetGenerator]] = Registry(
+    "target generator",
+    {
+        "target-only": TargetOnly,
+        "target-input": TargetInput,
+        "target-loop": TargetLoop,
+        "target-loop-error": TargetLoopError,
+    },
+)
+
+TARGETS_INTO = Registry(
+    "target entry point",
+    {
+        "hidden": "the first target is shaped like h_1 (as in Eq. 1)",
+        "input": "the first target is shaped like x and taken by layer 1",
+        "sparse": "the first target is shaped like layer 1's weights (Sec. III-E)",
+    },
+)
 
 
 def make_generator(
@@ -162,11 +172,7 @@ def make_generator(
     eta: float = 1.0,
 ) -> TargetGenerator:
     """A target generator by name (see :data:`GENERATORS`)."""
-    try:
-        cls = GENERATORS[name]
-    except KeyError:
-        valid = ", ".join(GENERATORS)
-        raise ConfigError(f"unknown target generator {name!r}; valid: {valid}") from None
-    if cls is TargetLoopError:
+    cls = GENERATORS[name]
+    if issubclass(cls, TargetLoopError):
         return cls(classes, shape, slope=slope, fixed=fixed, eta=eta)
     return cls(classes, shape, slope=slope, fixed=fixed)

@@ -23,7 +23,11 @@ scales with the number of nonzero differences, while a dense GEMM (``"torch"``) 
 same whatever the sparsity. ``"auto"`` picks between them from a measured crossover
 density (see :func:`chl_update`).
 
-Public API: :func:`chl_update`, :func:`chl_bias_update`, :data:`BACKENDS`.
+Public API: :func:`chl_update`, :func:`chl_bias_update`, :class:`CHL` (the rule of one
+projection), :data:`CHL_BACKENDS` (``train.chl_backend``); for ``"auto"``: :func:`auto_backend`
+(the backend it picks), :func:`crossover` (the measured crossover density of a shape, cached in
+:data:`CROSSOVERS`), :func:`measure_crossover` and :func:`crossover_density` (the interpolation);
+:func:`chl_kernel` (the numba kernel).
 """
 
 from __future__ import annotations
@@ -35,19 +39,43 @@ import time
 import numba
 import numpy as np
 import torch
+from torch import Tensor
 
-__all__ = ["BACKENDS", "chl_bias_update", "chl_update"]
+from ..registry import Registry
 
-BACKENDS: tuple[str, ...] = ("auto", "numba", "torch")
+__all__ = [
+    "BACKENDS",
+    "CALIBRATION_DENSITIES",
+    "CHL",
+    "CHL_BACKENDS",
+    "CROSSOVERS",
+    "auto_backend",
+    "chl_bias_update",
+    "chl_kernel",
+    "chl_update",
+    "crossover",
+    "crossover_density",
+    "measure_crossover",
+]
+
+CHL_BACKENDS = Registry(
+    "CHL backend",
+    {
+        "auto": "numba or torch, whichever is faster at the rate differences' density",
+        "numba": "a parallel CPU kernel that skips zero rate differences",
+        "torch": "one addmm_ (any device)",
+    },
+)
+BACKENDS: tuple[str, ...] = CHL_BACKENDS.names()
 
 # Numba kernel dtypes (torch dtype -> numpy scalar type used for ``scale``).
 _NUMBA_DTYPES: dict[torch.dtype, type] = {torch.float32: np.float32, torch.float64: np.float64}
 
 # Densities of nonzero differences at which the numba kernel is timed during calibration.
-_CALIBRATION_DENSITIES: tuple[float, ...] = (0.0, 0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0)
+CALIBRATION_DENSITIES: tuple[float, ...] = (0.0, 0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0)
 
 # Measured crossover densities, keyed by (n_post, n_pre, batch, dtype); see ``_crossover``.
-_CROSSOVER: dict[tuple[int, int, int, torch.dtype], float] = {}
+CROSSOVERS: dict[tuple[int, int, int, torch.dtype], float] = {}
 
 
 # --------------------------------------------------------------------------------------
@@ -56,7 +84,7 @@ _CROSSOVER: dict[tuple[int, int, int, torch.dtype], float] = {}
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"contract"})
-def _chl_rows(weight, pre, diff, scale):  # pragma: no cover - runs compiled
+def chl_kernel(weight, pre, diff, scale):  # pragma: no cover - runs compiled
     """In place ``weight += scale * diff.T @ pre``, skipping ``diff[b, j] == 0``.
 
     ``weight`` (n_post, n_pre), ``pre`` (B, n_pre), ``diff`` (B, n_post), all C-contiguous
@@ -123,7 +151,7 @@ def _numba_apply(weight: torch.Tensor, pre: torch.Tensor, diff: torch.Tensor, sc
     w_np = work.detach().numpy()
     pre_np = pre.detach().contiguous().numpy()
     diff_np = diff.detach().contiguous().numpy()
-    _chl_rows(w_np, pre_np, diff_np, _NUMBA_DTYPES[weight.dtype](scale))
+    chl_kernel(w_np, pre_np, diff_np, _NUMBA_DTYPES[weight.dtype](scale))
     if work is not weight:
         with torch.no_grad():
             weight.copy_(work)
@@ -158,11 +186,11 @@ def _best_times(fns: list, repeats: int) -> list[float]:
     return best
 
 
-def _measure_crossover(n_post: int, n_pre: int, batch: int, dtype: torch.dtype) -> float:
+def measure_crossover(n_post: int, n_pre: int, batch: int, dtype: torch.dtype) -> float:
     """Time both backends on scratch tensors of this shape and return the crossover density.
 
     The torch GEMM is timed once (its cost does not depend on the values). The numba kernel
-    is timed at each density in ``_CALIBRATION_DENSITIES``, with the nonzero differences
+    is timed at each density in ``CALIBRATION_DENSITIES``, with the nonzero differences
     scattered uniformly at random over ``(b, j)``, so that almost no weight row is skipped
     wholesale (in trained networks saturated neurons are often zero across the whole
     batch, which is cheaper for the kernel at the same density: the threshold errs towards
@@ -185,7 +213,7 @@ def _measure_crossover(n_post: int, n_pre: int, batch: int, dtype: torch.dtype) 
     repeats = 5 if work > 1e8 else 9
 
     fns = [lambda: _torch_apply(weight, pre, diff, scale)]
-    for density in _CALIBRATION_DENSITIES:
+    for density in CALIBRATION_DENSITIES:
         sparse = torch.where(uniform < density, diff, torch.zeros_like(diff))
         fns.append(lambda d=sparse: _numba_apply(weight, pre, d, scale))
     for _attempt in range(3):
@@ -195,11 +223,20 @@ def _measure_crossover(n_post: int, n_pre: int, batch: int, dtype: torch.dtype) 
         if all(t_numba[k] >= 0.7 * max(t_numba[:k]) for k in range(1, len(t_numba))):
             break
 
+    return crossover_density(t_torch, t_numba)
+
+
+def crossover_density(
+    t_torch: float, t_numba: list[float], densities: tuple[float, ...] | None = None
+) -> float:
+    """The density where the numba kernel's time, interpolated linearly between its times
+    ``t_numba`` at ``densities`` (default: the calibration densities), reaches the torch time:
+    0.0 if numba is slower even with no work, ``inf`` if it is faster even at the last."""
+    dens = CALIBRATION_DENSITIES if densities is None else densities
     if t_numba[0] >= t_torch:
         return 0.0
     if t_numba[-1] <= t_torch:
         return math.inf
-    dens = _CALIBRATION_DENSITIES
     for k in range(1, len(dens)):
         if t_numba[k] > t_torch:
             t_lo, t_hi = t_numba[k - 1], t_numba[k]
@@ -208,22 +245,22 @@ def _measure_crossover(n_post: int, n_pre: int, batch: int, dtype: torch.dtype) 
     return math.inf  # pragma: no cover - unreachable (t_numba[-1] > t_torch here)
 
 
-def _crossover(n_post: int, n_pre: int, batch: int, dtype: torch.dtype) -> float:
+def crossover(n_post: int, n_pre: int, batch: int, dtype: torch.dtype) -> float:
     """Crossover density for this shape and dtype, measured once per process and cached."""
     key = (n_post, n_pre, batch, dtype)
-    if key not in _CROSSOVER:
-        _CROSSOVER[key] = _measure_crossover(n_post, n_pre, batch, dtype)
-    return _CROSSOVER[key]
+    if key not in CROSSOVERS:
+        CROSSOVERS[key] = measure_crossover(n_post, n_pre, batch, dtype)
+    return CROSSOVERS[key]
 
 
-def _auto_backend(weight: torch.Tensor, diff: torch.Tensor) -> str:
+def auto_backend(weight: torch.Tensor, diff: torch.Tensor) -> str:
     """The backend ``"auto"`` uses for this weight and rate difference (no validation)."""
     if weight.device.type != "cpu" or weight.dtype not in _NUMBA_DTYPES or diff.numel() == 0:
         return "torch"
     n_post, n_pre = weight.shape
     batch = diff.shape[0]
     density = torch.count_nonzero(diff).item() / diff.numel()
-    return "numba" if density < _crossover(n_post, n_pre, batch, weight.dtype) else "torch"
+    return "numba" if density < crossover(n_post, n_pre, batch, weight.dtype) else "torch"
 
 
 # --------------------------------------------------------------------------------------
@@ -366,7 +403,7 @@ def chl_update(
     with torch.no_grad():
         diff = nudged - free
     if backend == "auto":
-        backend = _auto_backend(weight, diff)
+        backend = auto_backend(weight, diff)
     if backend == "numba":
         _numba_apply(weight, pre, diff, scale)
     else:
@@ -400,3 +437,30 @@ def chl_bias_update(
     scale = _check_scale(scale)
     with torch.no_grad():
         bias.add_((nudged - free).sum(0), alpha=scale)
+
+
+class CHL:
+    """Contrastive Hebbian rule of Eq. 14 for one projection and its postsynaptic biases.
+
+    dW = lr / (beta * B) * (rho(s_post^beta) - rho(s_post^0)).T @ rho(s_pre^0), and likewise for
+    the biases with a presynaptic rate of 1. ``beta`` is the signed nudging strength that produced
+    ``post_nudged`` (for symmetric nudging, 2 * beta and the -beta rates as ``post_free``).
+    """
+
+    def __init__(self, backend: str = "auto") -> None:
+        self.backend = backend
+
+    def apply(
+        self,
+        weight: Tensor,
+        bias: Tensor | None,
+        pre: Tensor,
+        post_free: Tensor,
+        post_nudged: Tensor,
+        lr: float,
+        beta: float,
+    ) -> None:
+        scale = lr / (beta * pre.shape[0])
+        chl_update(weight.data, pre, post_free, post_nudged, scale, backend=self.backend)
+        if bias is not None:
+            chl_bias_update(bias.data, post_free, post_nudged, scale)

@@ -4,7 +4,7 @@
 ``record.trajectory_epochs`` epochs, the free phase from zeros and then the clamped phase
 (beta = ``train.beta``, targets = the labels) on the first N test samples, with the state kept
 every ``record.stride`` solver steps, and writes all recorded epochs to ``trajectories.nc``.
-A run that records nothing never imports this module.
+A run that records nothing never imports this module (``ctsp.app.build_recorders``).
 
 The Dataset (see :func:`record`):
 
@@ -34,27 +34,18 @@ import numpy as np
 import torch
 import xarray as xr
 
-from . import data as datasets
-from .config import RunConfig
-from .errors import ConfigError, RunDirError
-from .runs import save_netcdf
-from .simulate import Recorder, Trainer
-from .solver import step_count
+from ctsp.config import RunConfig
+from ctsp.continuous import Trainer, population_names, step_count
+from ctsp.errors import ConfigError, RunDirError
+from ctsp.runs import Recorder, files, save_netcdf
 
-FILENAME = "trajectories.nc"
+FILENAME = files.TRAJECTORIES
 PHASES = ("free", "clamped")
-
-
-def population_names(config: RunConfig) -> tuple[str, ...]:
-    """The population names of ``config``'s network (h1, …, out)."""
-    from models.loop import population_names as names
-
-    return names(config.network.sizes)
 
 
 def resolve_populations(config: RunConfig) -> tuple[str, ...]:
     """``record.populations`` as names in network order; ConfigError naming the valid ones."""
-    valid = population_names(config)
+    valid = population_names(config.network.sizes)
     wanted = config.record.populations
     for name in wanted:
         if name != "all" and name not in valid:
@@ -201,7 +192,9 @@ class TrajectoryRecorder(Recorder):
     run's ``trajectories.nc`` (epochs recorded after the checkpoint are dropped and recorded again).
     """
 
-    def __init__(self, config: RunConfig, data: datasets.Dataset) -> None:
+    name = "trajectories"
+
+    def __init__(self, config: RunConfig, data) -> None:
         check_record(config, data.test_x.shape[0], data.name)
         rec = config.record
         self.n, self.every, self.stride = rec.trajectories, rec.trajectory_epochs, rec.stride
@@ -244,9 +237,8 @@ class TrajectoryRecorder(Recorder):
 
     def state_dict(self) -> dict:
         if self.resumed is not None:  # not re-read yet
-            return {"kind": "trajectories", "epochs": list(self.resumed)}
-        return {"kind": "trajectories", "epochs": [int(r.epoch) for r in self.recordings]}
+            return {"epochs": list(self.resumed)}
+        return {"epochs": [int(r.epoch) for r in self.recordings]}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("kind") == "trajectories":
-            self.resumed = list(state["epochs"])
+        self.resumed = list(state["epochs"])

@@ -1,8 +1,9 @@
 """Run directories and atomic writes.
 
-A run directory holds ``config.toml`` (the resolved, rerunnable config), ``metrics.nc``,
-``checkpoint.pt`` (the last completed epoch), ``best.pt`` (the best model so far) and, when
-recorded, ``trajectories.nc`` (see ``ctsp.trajectories``). Every file is written to a temporary
+A run directory holds the files of ``ctsp.runs.files.RUN_FILES``: ``config.toml`` (the
+resolved, rerunnable config), ``metrics.nc``, ``checkpoint.pt`` (the last completed epoch),
+``best.pt`` (the best model so far) and, when recorded, ``trajectories.nc`` and
+``alignment.nc``. Every file is written to a temporary
 file in the same directory and renamed into place, so an interrupted write never leaves a
 half-written file behind.
 """
@@ -15,10 +16,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import RunDirError, WriteError
+from ..errors import RunDirError, WriteError
+from .files import CHECKPOINT, RUN_FILES
 
 RUNS_ROOT = Path("runs")
-RUN_FILES = ("config.toml", "metrics.nc", "checkpoint.pt", "best.pt", "trajectories.nc")
 
 
 def default_path(name: str, root: Path = RUNS_ROOT) -> Path:
@@ -37,7 +38,7 @@ def prepare(out: Path | None, name: str, *, force: bool = False, resume: bool = 
     if resume:
         if out is None:
             raise RunDirError("--resume needs --out DIR naming the run to continue")
-        if not (path / "checkpoint.pt").is_file():
+        if not (path / CHECKPOINT).is_file():
             raise RunDirError(f"cannot resume {path}: no checkpoint.pt there")
         return path
     if path.exists() and not path.is_dir():
@@ -89,3 +90,15 @@ def _umask() -> int:
 
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def save_netcdf(ds, path: Path) -> None:
+    """Write an xarray Dataset as netCDF (scipy engine), atomically."""
+    atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
+
+
+def save_torch(obj, path: Path) -> None:
+    """``torch.save`` atomically."""
+    import torch
+
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))

@@ -1,4 +1,4 @@
-"""The continuous-time sigprop run: free and clamped relaxations, CHL updates, epochs.
+"""The continuous-time sigprop trainer: free and clamped relaxations, CHL updates, epochs.
 
 For every minibatch (paper Sec. V, Fig. 2c):
 
@@ -8,28 +8,29 @@ For every minibatch (paper Sec. V, Fig. 2c):
 3. update every trained projection i -> j, the loop-back included, by Eq. 14:
    dW = lr / (beta * B) * (rho(s_j^beta) - rho(s_j^0)).T @ rho(s_i^0), biases likewise.
 
-Evaluation runs the free phase alone and predicts argmax of the output rates. Each epoch appends to
-``metrics.nc``, writes ``checkpoint.pt`` atomically, and keeps the best model in ``best.pt``.
+Evaluation runs the free phase alone and predicts argmax of the output rates. :class:`Trainer`
+writes no files and prints nothing: ``ctsp.runs.fit`` drives it epoch by epoch (the
+``EpochTrainer`` protocol) and writes the run directory.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from . import data as datasets
-from . import runs
-from .config import RunConfig
-from .dynamics import Field
-from .errors import ConfigError, DivergenceError
-from .layers import CHL
-from .rundir import prepare
-from .runs import RunResult, resolve_device
-from .solver import Relaxation, relax
+from ..errors import ConfigError, DivergenceError
+from ..registry import Registry
+from .field import Field
+from .plasticity import CHL
+from .solvers import Relaxation, relax
+
+BETA_SIGNS = Registry(
+    "beta sign",
+    {"positive": "always +beta", "random": "a random sign of beta per minibatch"},
+)
 
 # keys (or key prefixes ending in ".") that a resumed run may change
 RESUMABLE_KEYS = ("train.epochs", "device", "record.")
@@ -61,52 +62,8 @@ class Phases:
     beta: float
 
 
-class Recorder:
-    """A hook into a run (trajectories, loop alignment): see :func:`build_recorders`.
-
-    ``after_batch`` runs after every minibatch's update, ``after_epoch`` after every epoch's
-    evaluation (before the checkpoint is written; ``last`` on the run's final epoch). A recorder
-    writes its own files into the run directory, atomically. Its ``state_dict`` is saved in
-    the checkpoint, so a resumed run continues the recording where the checkpoint left it.
-    """
-
-    def after_batch(self, trainer: Trainer, epoch: int, batch: int) -> None:
-        """``epoch`` 0-based, ``batch`` 0-based within the epoch."""
-
-    def after_epoch(self, trainer: Trainer, epoch: int, path: Path, last: bool) -> None:
-        """``epoch``: the number of completed epochs (1-based)."""
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore what ``state_dict`` returned."""
-
-
-def build_recorders(config: RunConfig, data: datasets.Dataset) -> list[Recorder]:
-    """The recorders that ``config.record`` asks for (none by default: no cost)."""
-    rec, recorders = config.record, []
-    if rec.trajectories:
-        from .trajectories import TrajectoryRecorder
-
-        recorders.append(TrajectoryRecorder(config, data))
-    if rec.alignment_every:
-        from analysis.alignment import AlignmentRecorder
-
-        recorders.append(AlignmentRecorder(config))
-    return recorders
-
-
-def build_network(config: RunConfig):
-    """The loop network of ``config.network``, seeded by ``config.seed`` (float32, on CPU)."""
-    from models import LoopNetwork
-
-    torch.manual_seed(config.seed)
-    n = config.network
-    return LoopNetwork(n.sizes, loop=n.loop, rate=n.rate, tau=n.tau)
-
-
-def check_sizes(config: RunConfig, data: datasets.Dataset) -> None:
+def check_sizes(config, data) -> None:
+    """Refuse ``network.sizes`` that do not fit the dataset's inputs and classes."""
     sizes = list(config.network.sizes)
     if sizes[0] != data.n_features or sizes[-1] != data.classes:
         raise ConfigError(
@@ -117,16 +74,17 @@ def check_sizes(config: RunConfig, data: datasets.Dataset) -> None:
 
 
 class Trainer:
-    """Runs the phases and updates of one network; no files, no printing (see :func:`simulate`)."""
+    """Runs the phases and updates of one network (a ``models.LoopNetwork`` or any network with
+    its ``populations``, ``edges``, ``projections``, ``biases``, ``tau`` and ``neuron``) under a
+    ``RunConfig``; no files, no printing."""
 
-    def __init__(self, net, config: RunConfig, device: torch.device, n_train: int) -> None:
+    def __init__(self, net, config, device: torch.device, n_train: int) -> None:
         self.net, self.config, self.device = net, config, device
         self.rule = CHL(config.train.chl_backend)
         feed_forward = [e.name for e in net.edges if e.name != "loop"]
         self.lr = dict(zip(feed_forward, config.train.lr, strict=True))
         self.lr["loop"] = config.train.loop_lr
         self.persistent = net.zero_state(n_train) if config.train.persistent else None
-        self.recorders: list[Recorder] = []  # hooks that simulate() runs (see build_recorders)
         self.lr_scale = 1.0  # the schedule's factor of the current epoch (train_epoch sets it)
 
     def relax_phase(
@@ -213,8 +171,9 @@ class Trainer:
         return errors, ph.free.stats, ph.clamped.stats
 
     @torch.no_grad()
-    def train_epoch(self, data: datasets.Dataset, epoch: int, bar=None, recorders=()):
-        """One pass over the training set in minibatches.
+    def train_epoch(self, data, epoch: int, bar=None, on_batch=None):
+        """One pass over the training set in minibatches; ``on_batch(epoch, k)`` after each
+        minibatch's update (the run's recorders).
 
         The order and the beta signs come from a generator seeded by (seed, epoch), so a resumed
         run repeats an uninterrupted one exactly. Returns (training errors, free-phase stats,
@@ -232,8 +191,8 @@ class Trainer:
         for k, (idx, sign) in enumerate(zip(batches, signs, strict=True)):
             x, y = data.train_x[idx].to(self.device), data.train_y[idx].to(self.device)
             w, fs, cs = self.train_batch(x, y, idx.to(self.device), float(sign))
-            for r in recorders:
-                r.after_batch(self, epoch, k)
+            if on_batch is not None:
+                on_batch(epoch, k)
             wrong, seen = wrong + w, seen + idx.shape[0]
             free_stats.append(fs)
             clamped_stats.append(cs)
@@ -258,8 +217,8 @@ class Trainer:
 
     # the EpochTrainer protocol of ctsp.runs.fit
 
-    def train_metrics(self, data: datasets.Dataset, epoch: int, bar) -> dict:
-        wrong, free, clamped = self.train_epoch(data, epoch, bar, self.recorders)
+    def train_metrics(self, data, epoch: int, bar, on_batch=None) -> dict:
+        wrong, free, clamped = self.train_epoch(data, epoch, bar, on_batch)
         fs, cs = mean_stats(free), mean_stats(clamped)
         return {
             "train_error": wrong / data.train_x.shape[0],
@@ -270,7 +229,7 @@ class Trainer:
             "free_converged": fs.converged,
         }
 
-    def eval_metrics(self, data: datasets.Dataset) -> dict:
+    def eval_metrics(self, data) -> dict:
         test_error, test_stats = self.evaluate(data.test_x, data.test_y)
         row = {"test_error": test_error, "test_free_steps": test_stats.steps}
         if data.val_x.shape[0]:
@@ -278,20 +237,11 @@ class Trainer:
         return row
 
     def extra_state(self) -> dict:
-        return {
-            "persistent": self.persistent,
-            "recorders": [r.state_dict() for r in self.recorders],
-        }
+        return {"persistent": self.persistent}
 
     def load_extra_state(self, ckpt: dict) -> None:
         if self.persistent is not None:
             self.persistent.copy_(ckpt["persistent"])
-        for r, state in zip(self.recorders, ckpt.get("recorders", []), strict=False):
-            r.load_state_dict(state)
-
-    def after_epoch(self, epoch: int, path: Path, last: bool) -> None:
-        for r in self.recorders:
-            r.after_epoch(self, epoch, path, last=last)
 
     def summary(self, row: dict) -> str:
         return f"steps free {row['free_steps']:.0f} clamped {row['clamped_steps']:.0f}"
@@ -311,56 +261,3 @@ def check_finite(*tensors: Tensor) -> None:
     for t in tensors:
         if not bool(torch.isfinite(t).all()):
             raise DivergenceError("the simulation diverged: NaN or Inf in the network state")
-
-
-def simulate(
-    config: RunConfig,
-    out: str | Path | None = None,
-    *,
-    force: bool = False,
-    resume: bool = False,
-    progress: bool = True,
-    log=None,
-    recorders: list[Recorder] | None = None,
-    stop_after: int | None = None,
-) -> RunResult:
-    """Train the continuous-time sigprop loop network of ``config`` and write its run directory.
-
-    Args:
-        config: the resolved run configuration.
-        out: run directory (default runs/<UTC timestamp>-<name>).
-        force: overwrite an existing non-empty run directory.
-        resume: continue the run in ``out`` from its checkpoint (the config may differ from the
-            saved one only in ``train.epochs``, ``device`` and the ``record`` section).
-        progress: show a progress bar within each epoch (stderr).
-        log: callable receiving one summary line per epoch (default: print to stdout).
-        stop_after: return after this (1-based) epoch, leaving a resumable run (the schedule
-            stays that of ``train.epochs``).
-        recorders: hooks into the run (default: those ``config.record`` asks for).
-    """
-    log = log or (lambda line: print(line, flush=True))
-    device = resolve_device(config.device)
-    data = runs.load_data(config)
-    check_sizes(config, data)
-    recorders = build_recorders(config, data) if recorders is None else recorders
-    path = prepare(Path(out) if out is not None else None, config.name, force=force, resume=resume)
-    net = build_network(config).to(device)
-    trainer = Trainer(net, config, device, data.train_x.shape[0])
-    trainer.recorders = recorders
-    metrics = runs.fit(
-        trainer,
-        data,
-        config,
-        path,
-        resume=resume,
-        resumable=RESUMABLE_KEYS,
-        progress=progress,
-        log=log,
-        stop_after=stop_after,
-    )
-    return RunResult(path, metrics, net)
-
-
-def load_checkpoint(path: Path, config: RunConfig) -> dict:
-    """Read ``checkpoint.pt`` and refuse a config that differs beyond ``RESUMABLE_KEYS``."""
-    return runs.load_checkpoint(path, config, RESUMABLE_KEYS)

@@ -1,0 +1,158 @@
+"""The application edge: assembles networks (``models``), learners and recorders (``analysis``)
+from a configuration and runs them. ``ctsp simulate`` and ``ctsp train`` call :func:`simulate`
+and :func:`train`; from Python, both accept a network, a dataset (or a subset of one) and
+recorders of the caller's own instead of the ones the config describes.
+
+This module and ``ctsp.cli`` are the only parts of ``ctsp`` that import ``models`` or
+``analysis`` (the import-linter contracts in pyproject.toml keep it so).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import continuous, discrete, runs
+from .config import ARCHS, DiscreteRunConfig, RunConfig
+from .runs import Recorder, RunResult
+
+
+def build_loop_network(config: RunConfig):
+    """The loop network of ``config.network``, seeded by ``config.seed`` (float32, on CPU)."""
+    from models import LoopNetwork
+
+    torch.manual_seed(config.seed)
+    n = config.network
+    return LoopNetwork(n.sizes, loop=n.loop, rate=n.rate, tau=n.tau)
+
+
+def build_recorders(config: RunConfig, data) -> list[Recorder]:
+    """The recorders that ``config.record`` asks for (none by default: no cost). Each checks
+    its settings against the config and the data when built, before any training."""
+    rec, recorders = config.record, []
+    if rec.trajectories:
+        from analysis.recording import TrajectoryRecorder
+
+        recorders.append(TrajectoryRecorder(config, data))
+    if rec.alignment_every:
+        from analysis.alignment import AlignmentRecorder
+
+        recorders.append(AlignmentRecorder(config))
+    return recorders
+
+
+def build_discrete_network(config: DiscreteRunConfig, image_shape: tuple[int, int, int], classes):
+    """The network of ``config.model`` and ``config.signal``, seeded by ``config.seed``
+    (``models.spiking`` for ``arch = "snn"``, else ``models.discrete``)."""
+    torch.manual_seed(config.seed)
+    if config.model.arch == "snn":
+        from models.spiking import build as build_snn
+
+        return build_snn(config, image_shape, classes)
+    from models.discrete import build
+
+    return build(config.model, config.signal, image_shape, classes)
+
+
+def make_learner(net, config: DiscreteRunConfig) -> discrete.Learner:
+    """The learner of ``config.train.rule`` for ``net``, from the registry of the
+    architecture's family (``config.ARCHS``)."""
+    return ARCHS[config.model.arch][config.train.rule](net, config)
+
+
+def _log(log):
+    return log or (lambda line: print(line, flush=True))
+
+
+def simulate(
+    config: RunConfig,
+    out: str | Path | None = None,
+    *,
+    force: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    log=None,
+    stop_after: int | None = None,
+    network=None,
+    data=None,
+    recorders: list[Recorder] | None = None,
+) -> RunResult:
+    """Train the continuous-time sigprop loop network of ``config`` and write its run directory.
+
+    Args:
+        config: the resolved run configuration.
+        out: run directory (default runs/<UTC timestamp>-<name>).
+        force: overwrite an existing non-empty run directory.
+        resume: continue the run in ``out`` from its checkpoint (the config may differ from the
+            saved one only in ``train.epochs``, ``device`` and the ``record`` section).
+        progress: show a progress bar within each epoch (stderr).
+        log: callable receiving one summary line per epoch (default: print to stdout).
+        stop_after: return after this (1-based) epoch, leaving a resumable run (the schedule
+            stays that of ``train.epochs``).
+        network: the network to train (default: ``models.LoopNetwork`` of ``config.network``).
+        data: the ``ctsp.data.Dataset`` (or a subset of one; default: ``config.data``).
+        recorders: hooks into the run (default: those ``config.record`` asks for).
+    """
+    device = runs.resolve_device(config.device)
+    data = runs.load_data(config) if data is None else data
+    continuous.check_sizes(config, data)
+    recorders = build_recorders(config, data) if recorders is None else recorders
+    path = runs.prepare(out, config.name, force=force, resume=resume)
+    net = (build_loop_network(config) if network is None else network).to(device)
+    trainer = continuous.Trainer(net, config, device, data.train_x.shape[0])
+    metrics = runs.fit(
+        trainer,
+        data,
+        config,
+        path,
+        resume=resume,
+        resumable=continuous.RESUMABLE_KEYS,
+        progress=progress,
+        log=_log(log),
+        stop_after=stop_after,
+        recorders=recorders,
+    )
+    return RunResult(path, metrics, net)
+
+
+def train(
+    config: DiscreteRunConfig,
+    out: str | Path | None = None,
+    *,
+    force: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    log=None,
+    stop_after: int | None = None,
+    network=None,
+    data=None,
+    recorders: list[Recorder] = (),
+) -> RunResult:
+    """Train the discrete (or spiking) network of ``config`` and write its run directory.
+
+    Arguments as :func:`simulate`; ``resume`` may change ``train.epochs``, ``device`` and
+    ``train.recalibrate_bn``. ``network``: default the ``models`` network of ``config.model``
+    and ``config.signal``; ``data``: default ``config.data``; ``recorders``: none by default.
+    """
+    device = runs.resolve_device(config.device)
+    data = runs.load_data(config) if data is None else data
+    if network is None:
+        network = build_discrete_network(config, data.image_shape, data.classes)
+    path = runs.prepare(out, config.name, force=force, resume=resume)
+    net = network.to(device)
+    trainer = discrete.DiscreteTrainer(net, make_learner(net, config), config, device)
+    metrics = runs.fit(
+        trainer,
+        data,
+        config,
+        path,
+        resume=resume,
+        resumable=discrete.RESUMABLE_KEYS,
+        progress=progress,
+        log=_log(log),
+        stop_after=stop_after,
+        layers=list(trainer.names),
+        recorders=recorders,
+    )
+    return RunResult(path, metrics, net)

@@ -1,0 +1,159 @@
+"""``RunConfig``: the continuous-time model of ``ctsp simulate`` (bundled in ctsp/configs/*.toml).
+
+Five sections and three top-level keys::
+
+    name, seed, device
+    [data]     name, dir, validation
+    [network]  sizes, loop, rate, tau
+    [solver]   method, step, free_duration, clamped_duration, tol, check_every, rtol, atol
+    [train]    epochs, batch_size, beta, beta_sign, symmetric, lr, loop_lr, persistent,
+               chl_backend, decay, decay_at, schedule, t_max, eval_batch_size
+    [record]   trajectories, trajectory_epochs, populations, stride, alignment_every
+
+Every key is documented on its field (``ctsp simulate --help-config`` prints them all).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..continuous import BETA_SIGNS, CHL_BACKENDS, LOOP_MODES, SOLVERS
+from ..data import DATASET_NAMES
+from ..nn import RATE_FUNCTIONS
+from .base import ConfigBase, Section, _check_top_level, _require, option, section
+from .schedule import SCHEDULES, LRSchedule
+
+DECAY_AT = (0.5, 0.75, 0.89, 0.94)  # the paper's milestones (fractions of the epochs)
+
+
+@dataclass(frozen=True)
+class DataConfig(Section):
+    PREFIX: ClassVar[str] = "data."
+
+    name: str = option("digits", "dataset name (see `ctsp data list`)", DATASET_NAMES)
+    dir: str = option("", 'data directory; "" = $CTSP_DATA, ~/.cache/ctsp, /usr/share/datasets')
+    validation: int = option(0, "training examples held out for validation (seeded by seed)")
+
+    def check(self) -> None:
+        _require(self.validation >= 0, "data.validation", self.validation, ">= 0")
+
+
+@dataclass(frozen=True)
+class NetworkConfig(Section):
+    PREFIX: ClassVar[str] = "network."
+
+    sizes: tuple[int, ...] = option((64, 256, 10), "[input, hidden..., output] population sizes")
+    loop: str = option("learned", "loop-back output -> first hidden population", LOOP_MODES)
+    rate: str = option("hard_sigmoid", "rate function rho of Eq. 13", RATE_FUNCTIONS)
+    tau: float = option(1.0, "neuron time constant r_j (the time unit of the simulation)")
+
+    def check(self) -> None:
+        _require(
+            len(self.sizes) >= 3 and min(self.sizes) >= 1,
+            "network.sizes",
+            list(self.sizes),
+            "[input, hidden..., output], at least 3 positive sizes",
+        )
+        _require(self.tau > 0, "network.tau", self.tau, "> 0")
+
+
+@dataclass(frozen=True)
+class SolverConfig(Section):
+    PREFIX: ClassVar[str] = "solver."
+
+    method: str = option("euler", "solver of the relaxation phases", SOLVERS)
+    step: float = option(0.5, "step size eps (fixed-grid) / first step (adaptive), time units")
+    free_duration: float = option(10.0, "free phase length (the cap when tol > 0), time units")
+    clamped_duration: float = option(2.0, "clamped phase length (the cap when tol > 0)")
+    tol: float = option(0.0, "steady-state stop: max |ds/dt| per sample below tol; 0 = off")
+    check_every: int = option(5, "steps between steady-state checks (tol > 0)")
+    rtol: float = option(1e-5, "relative tolerance of adaptive methods")
+    atol: float = option(1e-6, "absolute tolerance of adaptive methods")
+
+    def check(self) -> None:
+        _require(self.step > 0, "solver.step", self.step, "> 0")
+        _require(self.free_duration > 0, "solver.free_duration", self.free_duration, "> 0")
+        _require(self.clamped_duration > 0, "solver.clamped_duration", self.clamped_duration, "> 0")
+        _require(self.tol >= 0, "solver.tol", self.tol, ">= 0")
+        _require(self.check_every >= 1, "solver.check_every", self.check_every, ">= 1")
+        _require(self.rtol > 0 and self.atol > 0, "solver.rtol/atol", (self.rtol, self.atol), "> 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig(Section, LRSchedule):
+    PREFIX: ClassVar[str] = "train."
+
+    epochs: int = option(30, "training epochs (the learning-rate schedule follows them)")
+    batch_size: int = option(20, "minibatch size")
+    beta: float = option(0.5, "nudging strength of the clamped phase (> 0)")
+    beta_sign: str = option("random", "sign of beta per minibatch", BETA_SIGNS)
+    symmetric: bool = option(False, "nudge with +beta and -beta, update from their difference")
+    lr: tuple[float, ...] = option(
+        (0.1, 0.05), "CHL learning rate per feed-forward projection, input side first"
+    )
+    loop_lr: float = option(0.05, 'CHL learning rate of the loop-back (loop = "learned")')
+    persistent: bool = option(False, "start each example's free phase from its last fixed point")
+    chl_backend: str = option("auto", "implementation of the CHL update (Eq. 14)", CHL_BACKENDS)
+    decay: float = option(1.0, "step decay factor of all learning rates (1 = constant rates)")
+    decay_at: tuple[float, ...] = option(DECAY_AT, "fractions of the epochs where decay applies")
+    schedule: str = option("step", "learning-rate schedule", SCHEDULES)
+    t_max: int = option(0, "cosine: annealing period in epochs (0 = train.epochs)")
+    eval_batch_size: int = option(1000, "minibatch size of evaluation")
+
+    def check(self) -> None:
+        self.check_schedule()
+        _require(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
+        _require(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
+        _require(self.eval_batch_size >= 1, "train.eval_batch_size", self.eval_batch_size, ">= 1")
+        _require(self.beta > 0, "train.beta", self.beta, "> 0")
+        _require(all(v >= 0 for v in self.lr), "train.lr", list(self.lr), "all >= 0")
+        _require(self.loop_lr >= 0, "train.loop_lr", self.loop_lr, ">= 0")
+
+
+@dataclass(frozen=True)
+class RecordConfig(Section):
+    PREFIX: ClassVar[str] = "record."
+
+    trajectories: int = option(0, "test samples whose relaxations are recorded (0 = none)")
+    trajectory_epochs: int = option(0, "also record every K epochs (0 = only at the end)")
+    populations: tuple[str, ...] = option(("all",), "populations to record (h1, h2, …, out) or all")
+    stride: int = option(1, "keep every stride-th solver step of a recorded relaxation")
+    alignment_every: int = option(0, "loop alignment angles every N minibatches (0 = off)")
+
+    def check(self) -> None:
+        _require(self.trajectories >= 0, "record.trajectories", self.trajectories, ">= 0")
+        _require(
+            self.trajectory_epochs >= 0, "record.trajectory_epochs", self.trajectory_epochs, ">= 0"
+        )
+        _require(self.stride >= 1, "record.stride", self.stride, ">= 1")
+        _require(self.alignment_every >= 0, "record.alignment_every", self.alignment_every, ">= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig(ConfigBase):
+    """``ctsp simulate``: the continuous-time sigprop loop network."""
+
+    SECTIONS: ClassVar[tuple[str, ...]] = ("data", "network", "solver", "train", "record")
+    BUNDLED: ClassVar[str] = ""
+    COMMAND: ClassVar[str] = "simulate"
+
+    name: str = option("digits-loop", "run name (default run directory runs/<UTC time>-<name>)")
+    seed: int = option(0, "random seed of weights, shuffling and beta signs")
+    device: str = option("cpu", '"cpu", "cuda" or "cuda:N"')
+    data: DataConfig = section(DataConfig, "the dataset")
+    network: NetworkConfig = section(NetworkConfig, "the loop network")
+    solver: SolverConfig = section(SolverConfig, "the relaxation phases")
+    train: TrainConfig = section(TrainConfig, "training")
+    record: RecordConfig = section(RecordConfig, "recordings")
+
+    def check(self) -> None:
+        _check_top_level(self.name, self.seed, self.device)
+        n_ff = len(self.network.sizes) - 1
+        _require(
+            len(self.train.lr) == n_ff,
+            "train.lr",
+            list(self.train.lr),
+            f"one learning rate per feed-forward projection ({n_ff} for sizes "
+            f"{list(self.network.sizes)})",
+        )

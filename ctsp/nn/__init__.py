@@ -1,0 +1,57 @@
+"""The shared layer parts of every ctsp network (docs/architecture.md).
+
+A sigprop layer is three separable parts: a *projection* (the synapses: :class:`Linear`,
+:class:`Conv2d`; the same module carries the input and the target path), a *neuron model*
+(:class:`RateNeuron` with a rate function for the continuous model of Eq. 13,
+:class:`StaticNeuron` for discrete networks, the spiking neurons of ``ctsp.spiking``), and a
+*local learning rule* (``ctsp.continuous`` CHL, ``ctsp.discrete`` L_pred and the baselines).
+This package holds the parts every family shares: projections, rate functions, the static
+neuron, the comparisons O (Eq. 6/7), the composed discrete layer and the target generators
+(Sec. III-D), each choice in its registry.
+"""
+
+from .compare import COMPARISONS, comparison, o_dot, o_l2
+from .layer import SignalLayer, max_pool, pooled_size
+from .projections import INITS, Conv2d, Linear, glorot_uniform_
+from .rates import RATE_FUNCTIONS, RateFunction, RateNeuron, rate_function
+from .static import ACTIVATIONS, BN_TARGETS, StaticNeuron, recalibrate_batch_norm
+from .targets import (
+    GENERATORS,
+    TARGETS_INTO,
+    TargetGenerator,
+    TargetInput,
+    TargetLoop,
+    TargetLoopError,
+    TargetOnly,
+    make_generator,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "BN_TARGETS",
+    "COMPARISONS",
+    "GENERATORS",
+    "INITS",
+    "RATE_FUNCTIONS",
+    "TARGETS_INTO",
+    "Conv2d",
+    "Linear",
+    "RateFunction",
+    "RateNeuron",
+    "SignalLayer",
+    "StaticNeuron",
+    "TargetGenerator",
+    "TargetInput",
+    "TargetLoop",
+    "TargetLoopError",
+    "TargetOnly",
+    "comparison",
+    "glorot_uniform_",
+    "make_generator",
+    "max_pool",
+    "o_dot",
+    "o_l2",
+    "pooled_size",
+    "rate_function",
+    "recalibrate_batch_norm",
+]

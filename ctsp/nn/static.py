@@ -1,0 +1,184 @@
+"""The static neuron of discrete sigprop layers (paper Sec. III-IV): batch norm -> activation ->
+dropout, and precise batch norm (:func:`recalibrate_batch_norm`).
+
+Registries: :data:`ACTIVATIONS` and :data:`BN_TARGETS` (``signal.bn_targets``: where the
+batch-norm statistics of the target path come from).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..registry import Registry
+
+ACTIVATIONS = Registry(
+    "activation",
+    {"leaky_relu": "leaky ReLU of slope model.slope (ReLU for 0)", "identity": "no activation"},
+)
+BN_TARGETS = Registry(
+    "batch-norm target mode",
+    {
+        "input": "statistics from the inputs only; targets normalised with them (Sec. III-D)",
+        "running": "targets normalised with the running statistics (inference mode)",
+        "joint": "inputs and targets pooled into one batch",
+    },
+)
+
+
+class StaticNeuron(nn.Module):
+    """Static nonlinearity of a discrete sigprop layer: batch norm -> activation -> dropout.
+
+    No state of any kind per sample: the activity is a function of the current alone (paper
+    Sec. IV: batch norm before the activation, leaky ReLU of slope 0.01, dropout after).
+    :meth:`forward` takes the currents of the input path ``h`` (B, C) or (B, C, H, W) and of the
+    target path ``t`` (R, C[, h, w]) or None, and returns both activities.
+
+    Batch-norm statistics (per feature or channel), by ``bn_targets``:
+
+    - ``"input"``: from the input path only; the targets are normalised with the same batch
+      statistics, and only inputs update the running statistics (Sec. III-D, target-only);
+    - ``"running"``: inputs use their batch statistics, targets the running statistics (the
+      targets pass in inference mode);
+    - ``"joint"``: inputs and targets pooled, as one batch norm over the concatenated batch.
+
+    In eval mode both paths use the running statistics. The running statistics follow
+    ``torch.nn.BatchNorm`` (momentum 0.1, unbiased running variance).
+
+    Dropout (training only) applies to the input path. The target path passes without it unless
+    ``target_dropout`` (then with its own independent mask per target row): the m class targets
+    share a large common part and differ in a small class-specific one, so independent masks
+    add noise of the common part's size to every class comparison h . t_k. Where that
+    comparison is not averaged over many positions (1x1 maps, flat layers, sparse targets) the
+    noise drowns the class differences and the layer does not learn (docs/results.md, VGG8b).
+    """
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        batch_norm: bool = True,
+        activation: str = "leaky_relu",
+        slope: float = 0.01,
+        dropout: float = 0.0,
+        bn_targets: str = "input",
+        target_dropout: bool = False,
+        momentum: float = 0.1,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        ACTIVATIONS.check(activation)
+        BN_TARGETS.check(bn_targets)
+        self.features, self.batch_norm, self.activation = features, batch_norm, activation
+        self.slope, self.dropout, self.bn_targets = slope, dropout, bn_targets
+        self.target_dropout = target_dropout
+        self.momentum, self.eps = momentum, eps
+        if batch_norm:
+            self.norm_weight = nn.Parameter(torch.ones(features))
+            self.norm_bias = nn.Parameter(torch.zeros(features))
+            self.register_buffer("running_mean", torch.zeros(features))
+            self.register_buffer("running_var", torch.ones(features))
+
+    def forward(self, h: Tensor, t: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        if self.batch_norm:
+            h, t = self.normalize(h, t)
+        h = self.act(h)
+        t = None if t is None else self.act(t)
+        if self.dropout > 0 and self.training:
+            h = nn.functional.dropout(h, self.dropout, True)
+            if t is not None and self.target_dropout:
+                t = nn.functional.dropout(t, self.dropout, True)
+        return h, t
+
+    def act(self, x: Tensor) -> Tensor:
+        if self.activation == "identity":
+            return x
+        return nn.functional.leaky_relu(x, self.slope) if self.slope else torch.relu(x)
+
+    def _affine(self, x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        scale = self.norm_weight * torch.rsqrt(var + self.eps)
+        return x * scale.view(shape) + (self.norm_bias - mean * scale).view(shape)
+
+    def normalize(self, h: Tensor, t: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Batch norm of both paths (statistics as the class docstring says)."""
+        w, b = self.norm_weight, self.norm_bias
+        if not self.training:
+            rm, rv = self.running_mean, self.running_var
+            h = nn.functional.batch_norm(h, rm, rv, w, b, False, 0.0, self.eps)
+            return h, None if t is None else self._affine(t, rm, rv)
+        if self.bn_targets == "joint" and t is not None:
+            mean, var, n = _joint_moments(h, t)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
+            return self._affine(h, mean, var), self._affine(t, mean, var)
+        if t is not None:
+            if self.bn_targets == "running":
+                t = self._affine(t, self.running_mean.clone(), self.running_var.clone())
+            else:
+                dims = [0, *range(2, h.dim())]
+                var, mean = torch.var_mean(h, dims, correction=0)
+                t = self._affine(t, mean, var)
+        rm, rv = self.running_mean, self.running_var
+        h = nn.functional.batch_norm(h, rm, rv, w, b, True, self.momentum, self.eps)
+        return h, t
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.features}, batch_norm={self.batch_norm}, {self.activation}"
+            f"(slope={self.slope}), dropout={self.dropout}, bn_targets={self.bn_targets}, "
+            f"target_dropout={self.target_dropout}"
+        )
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(net: nn.Module, batches) -> int:
+    """Recompute the running statistics of every :class:`StaticNeuron` of ``net`` as the plain
+    average of its batch statistics over ``batches`` (an iterable of input minibatches), each
+    passed through ``net`` (``net(x)``, the inference path) in training mode without dropout
+    and without any weight change ("precise batch norm"). The running averages of training
+    (momentum 0.1) lag weights that move fast; these match the final weights. A neuron called
+    several times per minibatch (spiking networks: once per time step) averages over all its
+    calls. Modes, momenta and dropout rates are restored afterwards. Returns the number of
+    minibatches used.
+    """
+    neurons = [m for m in net.modules() if isinstance(m, StaticNeuron) and m.batch_norm]
+    saved = [(m.momentum, m.dropout) for m in neurons]
+    calls = dict.fromkeys(neurons, 0)
+
+    def count(module: StaticNeuron, args) -> None:
+        calls[module] += 1
+        module.momentum = 1.0 / calls[module]  # running = mean of the batch statistics so far
+
+    hooks = [m.register_forward_pre_hook(count) for m in neurons]
+    was = net.training
+    for m in neurons:
+        m.running_mean.zero_()
+        m.running_var.fill_(1.0)
+        m.dropout = 0.0
+    net.train()
+    k = 0
+    try:
+        for x in batches:
+            net(x)
+            k += 1
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for m, (momentum, dropout) in zip(neurons, saved, strict=True):
+            m.momentum, m.dropout = momentum, dropout
+        net.train(was)
+    return k
+
+
+def _joint_moments(h: Tensor, t: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Mean and biased variance per channel over the rows (and positions) of h and t together."""
+    dh, dt = [0, *range(2, h.dim())], [0, *range(2, t.dim())]
+    n_h, n_t = h.numel() // h.shape[1], t.numel() // t.shape[1]
+    n = n_h + n_t
+    mean = (h.sum(dh) + t.sum(dt)) / n
+    shape = (1, -1) + (1,) * (h.dim() - 2)
+    m = mean.view(shape)
+    var = ((h - m).square().sum(dh) + (t - m).square().sum(dt)) / n
+    return mean, var, n

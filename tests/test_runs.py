@@ -1,0 +1,104 @@
+"""Runs from Python: a caller's dataset and recorders, keyed recorder state, reading runs back
+(open_run) and the config documentation (--help-config)."""
+
+import dataclasses
+
+import pytest
+import xarray as xr
+
+from ctsp import config as cfg
+from ctsp import data as datasets
+from ctsp.app import simulate, train
+from ctsp.cli import main
+from ctsp.errors import RunDirError
+from ctsp.runs import Recorder, markdown_table, open_run
+
+QUIET = {"progress": False, "log": lambda line: None}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return datasets.load("digits")
+
+
+def subset(data, n: int):
+    return dataclasses.replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n])
+
+
+class Counter(Recorder):
+    """Counts minibatches; its count is its state."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.batches, self.epochs = name, 0, []
+
+    def after_batch(self, trainer, epoch, batch):
+        self.batches += 1
+
+    def after_epoch(self, trainer, epoch, path, last):
+        self.epochs.append(epoch)
+
+    def state_dict(self):
+        return {"batches": self.batches}
+
+    def load_state_dict(self, state):
+        self.batches = state["batches"]
+
+
+def test_simulate_takes_a_subset_and_recorders_and_resumes_their_state_by_name(tmp_path, digits):
+    config = cfg.from_dict({"train": {"epochs": 2, "chl_backend": "torch"}})
+    small = subset(digits, 200)  # 10 minibatches of 20
+    a, b = Counter("a"), Counter("b")
+    simulate(config, tmp_path / "r", data=small, recorders=[a, b], stop_after=1, **QUIET)
+    assert (a.batches, b.batches, a.epochs) == (10, 10, [1])
+    # resume with only "b": it continues from its own saved count; "a"'s state is carried on
+    b2 = Counter("b")
+    simulate(config, tmp_path / "r", data=small, recorders=[b2], resume=True, **QUIET)
+    assert (b2.batches, b2.epochs) == (20, [2])
+    a3 = Counter("a")
+    more = cfg.with_overrides(config, [(["train", "epochs"], 3)])
+    simulate(more, tmp_path / "r", data=small, recorders=[a3], resume=True, **QUIET)
+    assert a3.batches == 20  # 10 from epoch 1 (kept while it was off) + 10 in epoch 3
+
+
+def test_recorders_need_distinct_names(tmp_path, digits):
+    config = cfg.from_dict({"train": {"epochs": 1}})
+    with pytest.raises(ValueError, match="distinct"):
+        simulate(config, tmp_path / "r", data=subset(digits, 40), recorders=[Counter("x")] * 2)
+
+
+def test_open_run_reads_a_finished_and_a_partial_run(tmp_path, digits):
+    config = cfg.from_dict(
+        {"train": {"epochs": 2}, "record": {"alignment_every": 5}}, cfg.RunConfig
+    )
+    done = simulate(config, tmp_path / "ct", data=subset(digits, 200), **QUIET)
+    run = open_run(done.path)
+    assert run.config == config and run.complete and run.epochs_done == 2
+    xr.testing.assert_identical(run.metrics, done.metrics)
+    assert set(run.best_model) == set(done.network.state_dict())
+    assert run.best["epoch"] in (1, 2) and run.alignment.sizes["step"] == 4
+    assert run.trajectories is None
+    discrete = cfg.from_dict({"train": {"epochs": 3}}, cfg.DiscreteRunConfig)
+    part = train(discrete, tmp_path / "fc", data=subset(digits, 256), stop_after=1, **QUIET)
+    run = open_run(part.path)
+    assert isinstance(run.config, cfg.DiscreteRunConfig)
+    assert (run.epochs_done, run.complete) == (1, False)
+    with pytest.raises(RunDirError, match="not a run directory"):
+        open_run(tmp_path)
+
+
+def test_help_config_lists_every_key_with_its_valid_values(capsys):
+    for command, cls in (("simulate", cfg.RunConfig), ("train", cfg.DiscreteRunConfig)):
+        assert main([command, "--help-config"]) == 0
+        out = capsys.readouterr().out
+        for key, kind, default, valid, meaning in cfg.describe(cls):
+            assert f"{key} ({kind}, default {default})" in out and meaning in out
+            if valid:
+                assert f"valid: {valid}" in out
+    rows = dict((r[0], r) for r in cfg.describe(cfg.RunConfig))
+    assert rows["solver.method"][3].startswith("euler, midpoint")
+    assert "explicit_adams" not in rows["solver.method"][3]
+    assert rows["network.sizes"][1:3] == ("list of int", "[64, 256, 10]")
+
+
+def test_markdown_table():
+    assert markdown_table(["a", "b"], [[1, "x"]]) == ["| a | b |", "|---|---|", "| 1 | x |"]
