@@ -1,0 +1,42 @@
+"""What both run commands share: the epoch loop, hooks, the run directory, checkpoints and
+reading runs back.
+
+- :func:`fit`: train an epoch trainer into a run directory (resume, recorders, best model,
+  metrics.nc, atomic checkpoints, log line, ``stop_after``);
+- :class:`Recorder` (hooks after every minibatch and epoch, state kept by name) and the
+  :class:`EpochTrainer` protocol;
+- run-directory rules (:func:`prepare`: refuse non-empty, ``--force``, ``--resume``), atomic
+  writes, file names (``ctsp.runs.files``), :func:`load_checkpoint` with the resume check;
+- :func:`open_run` (a finished or partial run's config, metrics, best model and recordings),
+  :func:`machine_line` and :func:`markdown_table` for reports.
+"""
+
+from . import files
+from .checkpoint import SCHEDULE_KEYS, load_checkpoint
+from .hooks import EpochTrainer, Recorder
+from .loop import RunResult, fit, load_data, metrics_dataset, progress_bar, resolve_device
+from .results import Run, machine_line, markdown_table, open_run
+from .rundir import atomic_write, prepare, save_netcdf, save_torch, write_text
+
+__all__ = [
+    "SCHEDULE_KEYS",
+    "EpochTrainer",
+    "Recorder",
+    "Run",
+    "RunResult",
+    "atomic_write",
+    "files",
+    "fit",
+    "load_checkpoint",
+    "load_data",
+    "machine_line",
+    "markdown_table",
+    "metrics_dataset",
+    "open_run",
+    "prepare",
+    "progress_bar",
+    "resolve_device",
+    "save_netcdf",
+    "save_torch",
+    "write_text",
+]
