@@ -102,3 +102,21 @@ def test_help_config_lists_every_key_with_its_valid_values(capsys):
 
 def test_markdown_table():
     assert markdown_table(["a", "b"], [[1, "x"]]) == ["| a | b |", "|---|---|", "| 1 | x |"]
+
+
+def test_a_checkpoint_of_the_positional_format_is_refused_in_one_line(tmp_path, capsys):
+    """Checkpoints written before states were keyed by name (recorders as a list, learner
+    state under "optimizers") are refused with one line, not resumed wrongly."""
+    import torch
+
+    for command, key, old in (("simulate", "recorders", []), ("train", "optimizers", [{}])):
+        out = tmp_path / command
+        assert main([command, "--epochs", "2", "--stop-after", "1", "--out", str(out),
+                     "--no-progress"]) == 0  # fmt: skip
+        ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+        ckpt.pop("learner", None)
+        ckpt[key] = old
+        torch.save(ckpt, out / "checkpoint.pt")
+        assert main([command, "--out", str(out), "--resume", "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "older ctsp version" in err[0], err

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import DivergenceError
+from ..errors import DivergenceError, RunDirError
 from ..nn import recalibrate_batch_norm
 from .backends import SingleProcess
 from .learner import Learner
@@ -162,6 +162,11 @@ class DiscreteTrainer:
         return {"learner": self.learner.state_dict()}
 
     def load_extra_state(self, ckpt: dict) -> None:
+        if "learner" not in ckpt:
+            raise RunDirError(
+                "the checkpoint is from an older ctsp version (no keyed learner state); "
+                "start the run again"
+            )
         self.learner.load_state_dict(ckpt["learner"])
 
     def summary(self, row: dict) -> str:

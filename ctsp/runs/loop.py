@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..errors import CtspError, DivergenceError
+from ..errors import CtspError, DivergenceError, RunDirError
 from . import files
 from .checkpoint import load_checkpoint
 from .hooks import EpochTrainer, Recorder
@@ -133,7 +133,13 @@ def fit(
         trainer.net.load_state_dict(ckpt["model"])
         trainer.load_extra_state(ckpt)
         rows, best = ckpt["rows"], ckpt["best"]
-        recorder_states = dict(ckpt.get("recorders", {}))
+        recorder_states = ckpt.get("recorders", {})
+        if not isinstance(recorder_states, dict):
+            raise RunDirError(
+                f"cannot resume {path}: its checkpoint is from an older ctsp version (recorder "
+                "states by position); start the run again"
+            )
+        recorder_states = dict(recorder_states)
         for r in recorders:
             if r.name in recorder_states:
                 r.load_state_dict(recorder_states[r.name])
