@@ -98,21 +98,21 @@ def simulate(
     data = runs.load_data(config) if data is None else data
     continuous.check_sizes(config, data)
     recorders = build_recorders(config, data) if recorders is None else recorders
-    path = runs.prepare(out, config.name, force=force, resume=resume)
-    net = (build_loop_network(config) if network is None else network).to(device)
-    trainer = continuous.Trainer(net, config, device, data.train_x.shape[0])
-    metrics = runs.fit(
-        trainer,
-        data,
-        config,
-        path,
-        resume=resume,
-        resumable=continuous.RESUMABLE_KEYS,
-        progress=progress,
-        log=_log(log),
-        stop_after=stop_after,
-        recorders=recorders,
-    )
+    with runs.run_directory(out, config.name, force=force, resume=resume) as path:
+        net = (build_loop_network(config) if network is None else network).to(device)
+        trainer = continuous.Trainer(net, config, device, data.train_x.shape[0])
+        metrics = runs.fit(
+            trainer,
+            data,
+            config,
+            path,
+            resume=resume,
+            resumable=continuous.RESUMABLE_KEYS,
+            progress=progress,
+            log=_log(log),
+            stop_after=stop_after,
+            recorders=recorders,
+        )
     return RunResult(path, metrics, net)
 
 
@@ -139,20 +139,20 @@ def train(
     data = runs.load_data(config) if data is None else data
     if network is None:
         network = build_discrete_network(config, data.image_shape, data.classes)
-    path = runs.prepare(out, config.name, force=force, resume=resume)
-    net = network.to(device)
-    trainer = discrete.DiscreteTrainer(net, make_learner(net, config), config, device)
-    metrics = runs.fit(
-        trainer,
-        data,
-        config,
-        path,
-        resume=resume,
-        resumable=discrete.RESUMABLE_KEYS,
-        progress=progress,
-        log=_log(log),
-        stop_after=stop_after,
-        layers=list(trainer.names),
-        recorders=recorders,
-    )
+    with runs.run_directory(out, config.name, force=force, resume=resume) as path:
+        net = network.to(device)
+        trainer = discrete.DiscreteTrainer(net, make_learner(net, config), config, device)
+        metrics = runs.fit(
+            trainer,
+            data,
+            config,
+            path,
+            resume=resume,
+            resumable=discrete.RESUMABLE_KEYS,
+            progress=progress,
+            log=_log(log),
+            stop_after=stop_after,
+            layers=list(trainer.names),
+            recorders=recorders,
+        )
     return RunResult(path, metrics, net)

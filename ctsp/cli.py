@@ -9,6 +9,7 @@ imported lazily so that ``ctsp --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -167,6 +168,10 @@ def resolve_config(args: argparse.Namespace):
 
 def _run(args: argparse.Namespace) -> int:
     """``ctsp simulate`` or ``ctsp train``: resolve the config, then print it or run it."""
+    from .errors import ConfigError
+
+    if args.stop_after is not None and args.stop_after < 1:
+        raise ConfigError(f"--stop-after must be at least 1 (got {args.stop_after})")
     config = resolve_config(args)
     if args.print_config:
         print(config.to_toml(), end="")
@@ -215,11 +220,20 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt for SIGINT."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import CtspError
 
     parser = _parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.command in ("simulate", "train"):
             return _run(args)
@@ -237,9 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     except CtspError as e:
         print(f"ctsp: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as e:
         print("ctsp: interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

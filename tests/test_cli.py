@@ -48,7 +48,9 @@ def test_help_and_version():
         (["simulate", "--epochs", "0"], 2, "invalid value for train.epochs: 0"),
         (["simulate", "--dataset", "fashion-mnist"], 2, "do not match dataset fashion-mnist"),
         (["simulate", "nope.toml"], 2, "neither a file nor a bundled config"),
-        (["simulate", "--device", "cuda"], 1, "CUDA is not available"),
+        (["simulate", "--device", "cuda"], 2, "CUDA is not available"),
+        (["simulate", "--stop-after", "0"], 2, "--stop-after must be at least 1"),
+        (["train", "--stop-after", "-1"], 2, "--stop-after must be at least 1"),
         (["data", "check", "imagenet"], 2, "unknown dataset 'imagenet'"),
     ],
 )
@@ -121,3 +123,42 @@ def test_configs_lists_the_paper_networks(capsys):
     assert code == 0 and {"fmnist-2x1500", "fmnist-3x1500", "mnist-2x1500", "mnist-3x1500"} <= set(
         out.split()
     )
+
+
+def test_a_locked_run_directory_is_refused_with_the_holders_pid(capsys, tmp_path):
+    """Two runs on one --out: the second (here --force, which would clear the first's files)
+    is refused while the first holds the directory's lock; afterwards the lock is gone."""
+    import os
+
+    from ctsp.runs import run_directory
+
+    out = tmp_path / "run"
+    with run_directory(out, "first"):
+        for extra in (["--force"], ["--resume"], []):
+            got, _, err = run(capsys, "simulate", "--epochs", "1", "--out", str(out), *extra)
+            assert got == 2 and err.count("\n") == 1
+            assert f"in use by another ctsp run (PID {os.getpid()})" in err
+    assert not (out / ".lock").exists()
+    assert run(capsys, "simulate", "--epochs", "1", "--out", str(out), "--no-progress")[0] == 0
+
+
+def test_sigterm_ends_the_run_with_one_line_and_exit_143(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ctsp", "simulate", "--epochs", "30", "--out", str(out)]
+    proc = subprocess.Popen([*cmd, "--no-progress"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    line = proc.stdout.readline()  # the first epoch's line: the run is in its epoch loop
+    assert line.startswith("epoch   1/30"), line
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert err.strip().splitlines() == [
+        "ctsp: interrupted; the last completed epoch's checkpoint is kept"
+    ]
+    assert (out / "checkpoint.pt").is_file() and not (out / ".lock").exists()

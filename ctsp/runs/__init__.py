@@ -5,7 +5,8 @@ reading runs back.
   metrics.nc, atomic checkpoints, log line, ``stop_after``);
 - :class:`Recorder` (hooks after every minibatch and epoch, state kept by name) and the
   :class:`EpochTrainer` protocol;
-- run-directory rules (:func:`prepare`: refuse non-empty, ``--force``, ``--resume``), atomic
+- run-directory rules (:func:`run_directory`: refuse non-empty, ``--force``, ``--resume``, a
+  lock held for the run's life), atomic
   writes, file names (``ctsp.runs.files``), :func:`load_checkpoint` with the resume check;
 - :func:`open_run` (a finished or partial run's config, metrics, best model and recordings),
   :func:`machine_line` and :func:`markdown_table` for reports.
@@ -16,7 +17,7 @@ from .checkpoint import SCHEDULE_KEYS, load_checkpoint
 from .hooks import EpochTrainer, Recorder
 from .loop import RunResult, fit, load_data, metrics_dataset, progress_bar, resolve_device
 from .results import Run, machine_line, markdown_table, open_run
-from .rundir import atomic_write, prepare, save_netcdf, save_torch, write_text
+from .rundir import atomic_write, run_directory, save_netcdf, save_torch, write_text
 
 __all__ = [
     "SCHEDULE_KEYS",
@@ -33,9 +34,9 @@ __all__ = [
     "markdown_table",
     "metrics_dataset",
     "open_run",
-    "prepare",
     "progress_bar",
     "resolve_device",
+    "run_directory",
     "save_netcdf",
     "save_torch",
     "write_text",

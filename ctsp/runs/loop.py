@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..errors import CtspError, DivergenceError, RunDirError
+from ..errors import ConfigError, DivergenceError, RunDirError
 from . import files
 from .checkpoint import load_checkpoint
 from .hooks import EpochTrainer, Recorder
@@ -57,7 +57,7 @@ def load_data(config: Any):
 
 def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CtspError(f"device {name!r} requested but CUDA is not available on this machine")
+        raise ConfigError(f"device {name!r} requested but CUDA is not available on this machine")
     return torch.device(name)
 
 

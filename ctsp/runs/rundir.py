@@ -10,9 +10,11 @@ half-written file behind.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,34 +30,70 @@ def default_path(name: str, root: Path = RUNS_ROOT) -> Path:
     return root / f"{stamp}-{name}"
 
 
-def prepare(out: Path | None, name: str, *, force: bool = False, resume: bool = False) -> Path:
-    """Create (or reopen, with ``resume``) a run directory.
+LOCK_FILE = ".lock"  # held (flock) for a run's life; holds the PID of the run
+
+
+@contextmanager
+def run_directory(
+    out: Path | None, name: str, *, force: bool = False, resume: bool = False
+) -> Iterator[Path]:
+    """Create (or reopen, with ``resume``) a run directory and hold its lock while in use.
 
     An existing non-empty directory is refused unless ``force`` (its run files are removed) or
-    ``resume`` (it must hold a checkpoint).
+    ``resume`` (it must hold a checkpoint). The directory is locked (an advisory ``flock`` on
+    ``.lock``) before anything in it is checked or changed, so a second run on the same
+    directory is refused with one line naming the PID of the run that holds it.
     """
     path = Path(out) if out is not None else default_path(name)
     if resume:
         if out is None:
             raise RunDirError("--resume needs --out DIR naming the run to continue")
-        if not (path / CHECKPOINT).is_file():
+        if not path.is_dir():
             raise RunDirError(f"cannot resume {path}: no checkpoint.pt there")
-        return path
-    if path.exists() and not path.is_dir():
+    elif path.exists() and not path.is_dir():
         raise RunDirError(f"output path {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()):
-        if not force:
-            raise RunDirError(
-                f"output directory {path} exists and is not empty; "
-                "use --force to overwrite or --resume to continue it"
-            )
-        for f in RUN_FILES:
-            (path / f).unlink(missing_ok=True)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunDirError(f"cannot create output directory {path}: {e.strerror}") from None
-    return path
+    with _locked(path):
+        if resume and not (path / CHECKPOINT).is_file():
+            raise RunDirError(f"cannot resume {path}: no checkpoint.pt there")
+        if not resume and any(p.name != LOCK_FILE for p in path.iterdir()):
+            if not force:
+                raise RunDirError(
+                    f"output directory {path} exists and is not empty; "
+                    "use --force to overwrite or --resume to continue it"
+                )
+            for f in RUN_FILES:
+                (path / f).unlink(missing_ok=True)
+        yield path
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    lock = path / LOCK_FILE
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise RunDirError(f"cannot lock {path}: {e.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunDirError(
+                f"{path} is in use by another ctsp run (PID {holder}); wait for it to end or "
+                "choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
