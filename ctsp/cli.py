@@ -252,7 +252,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ctsp: error: {e}", file=sys.stderr)
         return e.exit_code
     except (KeyboardInterrupt, Terminated) as e:
-        print("ctsp: interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr)
+        print(
+            "ctsp: interrupted; the checkpoint of the last completed epoch (or of the start) is "
+            "kept: continue with --resume",
+            file=sys.stderr,
+        )
         return 143 if isinstance(e, Terminated) else 130
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -159,6 +159,7 @@ def test_sigterm_ends_the_run_with_one_line_and_exit_143(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143
     assert err.strip().splitlines() == [
-        "ctsp: interrupted; the last completed epoch's checkpoint is kept"
+        "ctsp: interrupted; the checkpoint of the last completed epoch (or of the start) is "
+        "kept: continue with --resume"
     ]
     assert (out / "checkpoint.pt").is_file() and not (out / ".lock").exists()

@@ -120,3 +120,81 @@ def test_a_checkpoint_of_the_positional_format_is_refused_in_one_line(tmp_path, 
         assert main([command, "--out", str(out), "--resume", "--no-progress"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "older ctsp version" in err[0], err
+
+
+def test_an_interrupt_in_the_first_epoch_resumes_to_the_uninterrupted_result(
+    tmp_path, monkeypatch, digits
+):
+    """checkpoint.pt is written before the first epoch: a run stopped inside epoch 1 is resumed
+    (no --force needed) and ends with the weights of an uninterrupted run, bitwise."""
+    import torch
+
+    from ctsp.continuous import Trainer
+
+    config = cfg.from_dict({"train": {"epochs": 2, "chl_backend": "torch"}})
+    small = subset(digits, 200)
+    full = simulate(config, tmp_path / "full", data=small, **QUIET)
+    original = Trainer.train_batch
+    calls = []
+
+    def interrupted(self, *args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "train_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        simulate(config, tmp_path / "part", data=small, **QUIET)
+    monkeypatch.setattr(Trainer, "train_batch", original)
+    assert open_run(tmp_path / "part").epochs_done == 0
+    part = simulate(config, tmp_path / "part", data=small, resume=True, **QUIET)
+    for k, v in full.network.state_dict().items():
+        assert torch.equal(v, part.network.state_dict()[k]), k
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["simulate", "--seed", "99999999999999999999"], "invalid value for seed"),
+        (["simulate", "--set", "solver.free_duration=inf"], "expected a finite number"),
+        (["train", "--lr", "nan"], "expected a finite number"),
+    ],
+)
+def test_out_of_range_numbers_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_a_binary_config_and_a_corrupt_checkpoint_are_one_line(tmp_path, capsys):
+    binary = tmp_path / "x.toml"
+    binary.write_bytes(bytes(range(256)))
+    assert main(["simulate", str(binary)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not UTF-8 text" in err
+    out = tmp_path / "run"
+    assert main(["simulate", "--epochs", "2", "--stop-after", "1", "--out", str(out),
+                 "--no-progress"]) == 0  # fmt: skip
+    data = (out / "checkpoint.pt").read_bytes()
+    for broken in (data[: len(data) // 2], bytes(range(256)) * 4):
+        (out / "checkpoint.pt").write_bytes(broken)
+        assert main(["simulate", "--out", str(out), "--resume", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "cannot read checkpoint" in err, err
+
+
+def test_a_failed_checkpoint_write_is_one_line_and_leaves_no_file(tmp_path, monkeypatch, capsys):
+    """torch.save reports a full disk as a RuntimeError of its stream writer: it becomes a
+    WriteError naming the file (exit 1), and no temporary file is left."""
+    import torch
+
+    def full_disk(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    out = tmp_path / "run"
+    assert main(["simulate", "--epochs", "1", "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write {out / 'checkpoint.pt'}" in err, err
+    assert not list(out.glob(".*.tmp"))

@@ -11,6 +11,7 @@ TOML load/write, dotted overrides (``--set train.beta=1.0``), one-line validatio
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, ClassVar
@@ -121,7 +122,7 @@ class ConfigBase(Section):
 
 def _check_top_level(name: str, seed: int, device: str) -> None:
     _require(bool(name) and "/" not in name, "name", name, "a non-empty name")
-    _require(seed >= 0, "seed", seed, ">= 0")
+    _require(0 <= seed < 2**32, "seed", seed, "in [0, 2**32)")
     _require(
         device == "cpu"
         or device == "cuda"
@@ -176,6 +177,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad("a number")
+        if not math.isfinite(value):
+            raise bad("a finite number")
         return float(value)
     if isinstance(default, str):
         if not isinstance(value, str):
@@ -262,6 +265,8 @@ def load(path_or_name: str | Path, cls: type | None = None) -> Any:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a TOML config: it is not UTF-8 text") from None
     return loads(text, str(path), cls)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,12 @@ def load_checkpoint(path: Path, config: Any, resumable: tuple[str, ...] = ()) ->
     try:
         ckpt = torch.load(path / CHECKPOINT, map_location=config.device, weights_only=False)
         saved = loads(ckpt["config"], str(path / CHECKPOINT), type(config))
-    except (OSError, RuntimeError, KeyError, EOFError) as e:
-        raise RunDirError(f"cannot read checkpoint {path / CHECKPOINT}: {e}") from None
+    except (OSError, RuntimeError, KeyError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RunDirError(
+            f"cannot read checkpoint {path / CHECKPOINT} (truncated or not a ctsp checkpoint: "
+            f"{reason})"
+        ) from None
     except ConfigError as e:
         raise RunDirError(
             f"cannot resume {path}: its checkpoint is not from a `ctsp {config.COMMAND}` run ({e})"

@@ -115,7 +115,8 @@ def fit(
     Per epoch: train (progress bar over the minibatches), evaluate, append the row (with
     ``epoch_seconds`` and ``train_seconds``), save ``best.pt`` when the selection error
     (validation if there is a validation set, else test, as the paper) improves, write
-    ``metrics.nc`` and ``checkpoint.pt`` atomically, log one line. With ``resume`` the run
+    ``metrics.nc`` and ``checkpoint.pt`` atomically, log one line. ``checkpoint.pt`` is first
+    written before the first epoch, so every run directory can be resumed. With ``resume`` the run
     continues from ``checkpoint.pt`` (config differences allowed only in ``resumable`` and in
     the schedule of epochs not trained yet). ``stop_after``: return after this (1-based) epoch,
     leaving a run that ``resume`` continues (a chunk of a long run). ``recorders``: hooks
@@ -144,6 +145,14 @@ def fit(
             if r.name in recorder_states:
                 r.load_state_dict(recorder_states[r.name])
     write_text(path / files.CONFIG, config.to_toml())
+
+    def checkpoint() -> None:
+        state = {"model": trainer.net.state_dict(), "rows": rows, "best": best}
+        state.update(config=config.to_toml(), recorders=recorder_states, **trainer.extra_state())
+        save_torch(state, path / files.CHECKPOINT)
+
+    if not resume:  # a checkpoint of the start: an interrupted first epoch can be resumed
+        checkpoint()
 
     def on_batch(epoch: int, k: int) -> None:
         for r in recorders:
@@ -175,9 +184,7 @@ def fit(
             r.after_epoch(trainer, epoch + 1, path, epoch + 1 == tc.epochs)
             recorder_states[r.name] = r.state_dict()
         save_netcdf(metrics_dataset(rows, config, layers), path / files.METRICS)
-        state = {"model": trainer.net.state_dict(), "rows": rows, "best": best}
-        state.update(config=config.to_toml(), recorders=recorder_states, **trainer.extra_state())
-        save_torch(state, path / files.CHECKPOINT)
+        checkpoint()
         log(
             f"epoch {epoch + 1:>3}/{tc.epochs}  train {row['train_error']:.2%}  "
             f"test {row['test_error']:.2%}"

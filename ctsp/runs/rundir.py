@@ -139,4 +139,10 @@ def save_torch(obj, path: Path) -> None:
     """``torch.save`` atomically."""
     import torch
 
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: Path) -> None:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch's writer reports a failed write (a full disk) so
+            raise OSError(str(e).splitlines()[0]) from None
+
+    atomic_write(path, write)
