@@ -198,3 +198,29 @@ def test_a_failed_checkpoint_write_is_one_line_and_leaves_no_file(tmp_path, monk
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"cannot write {out / 'checkpoint.pt'}" in err, err
     assert not list(out.glob(".*.tmp"))
+
+
+def test_a_shortened_run_of_a_bundled_config_trains_at_its_initial_rates():
+    """No decay milestone falls on epoch 0: --epochs 1 of fmnist-2x1500 (x1/4 at 50/75/89/94 %)
+    and of a train config train at the configured rates; the paper's 100 epochs are unchanged."""
+    for name, cls in (
+        ("fmnist-2x1500", cfg.RunConfig),
+        ("fc-3x1000-fmnist", cfg.DiscreteRunConfig),
+    ):
+        c = cfg.load(name, cls)
+        short = cfg.with_overrides(c, [(["train", "epochs"], 1)])
+        assert short.train.lr_factor(0) == 1.0, name
+    long = cfg.from_dict({"train": {"epochs": 100}}, cfg.DiscreteRunConfig).train
+    assert [long.lr_factor(e) for e in (49, 50, 75, 89, 94)] == [1, 0.25, 0.25**2, 0.25**3, 0.25**4]
+
+
+def test_resume_and_force_remove_stale_temporary_files(tmp_path):
+    out = tmp_path / "run"
+    args = ["simulate", "--epochs", "2", "--out", str(out), "--no-progress"]
+    assert main([*args, "--stop-after", "1"]) == 0
+    (out / ".metrics.nc.abc123.tmp").write_text("left by a kill during a write")
+    assert main([*args, "--resume"]) == 0
+    assert not list(out.glob(".*.tmp"))
+    (out / ".checkpoint.pt.x.tmp").write_text("again")
+    assert main([*args, "--force"]) == 0
+    assert not list(out.glob(".*.tmp"))

@@ -9,7 +9,7 @@ from .base import _require
 
 
 def _step(train, epoch: int) -> float:
-    milestones = [int(f * train.epochs + 1e-9) for f in train.decay_at]
+    milestones = [max(1, int(f * train.epochs + 1e-9)) for f in train.decay_at]
     return train.decay ** sum(epoch >= m for m in milestones)
 
 
@@ -27,10 +27,11 @@ class LRSchedule:
     def lr_factor(self, epoch: int) -> float:
         """The factor on the learning rates in (0-based) ``epoch``.
 
-        ``schedule = "step"``: ``decay`` for every milestone floor(f * epochs), f in
+        ``schedule = "step"``: ``decay`` for every milestone max(1, floor(f * epochs)), f in
         ``decay_at``, that the epoch has reached (with 100 epochs and the paper's 0.5, 0.75,
-        0.89, 0.94: epochs 50, 75, 89 and 94). ``"cosine"``: (1 + cos(pi e / T)) / 2 with
-        T = ``t_max`` (or ``epochs``), the closed form of
+        0.89, 0.94: epochs 50, 75, 89 and 94). No milestone falls on the first epoch, so a
+        shortened run (``--epochs 1``) trains at the configured rates. ``"cosine"``:
+        (1 + cos(pi e / T)) / 2 with T = ``t_max`` (or ``epochs``), the closed form of
         ``torch.optim.lr_scheduler.CosineAnnealingLR`` (minimum 0).
         """
         return SCHEDULES[self.schedule](self, epoch)

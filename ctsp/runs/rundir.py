@@ -57,6 +57,9 @@ def run_directory(
     except OSError as e:
         raise RunDirError(f"cannot create output directory {path}: {e.strerror}") from None
     with _locked(path):
+        if resume or force:  # temporary files of writes a killed run left behind
+            for stale in path.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
         if resume and not (path / CHECKPOINT).is_file():
             raise RunDirError(f"cannot resume {path}: no checkpoint.pt there")
         if not resume and any(p.name != LOCK_FILE for p in path.iterdir()):
