@@ -61,10 +61,6 @@ def make_learner(net, config: DiscreteRunConfig) -> discrete.Learner:
     return ARCHS[config.model.arch][config.train.rule](net, config)
 
 
-def _log(log):
-    return log or (lambda line: print(line, flush=True))
-
-
 def simulate(
     config: RunConfig,
     out: str | Path | None = None,
@@ -109,7 +105,7 @@ def simulate(
             resume=resume,
             resumable=continuous.RESUMABLE_KEYS,
             progress=progress,
-            log=_log(log),
+            log=log,
             stop_after=stop_after,
             recorders=recorders,
         )
@@ -150,7 +146,7 @@ def train(
             resume=resume,
             resumable=discrete.RESUMABLE_KEYS,
             progress=progress,
-            log=_log(log),
+            log=log,
             stop_after=stop_after,
             layers=list(trainer.names),
             recorders=recorders,

@@ -105,7 +105,7 @@ def fit(
     resume: bool,
     resumable: tuple[str, ...],
     progress: bool,
-    log,
+    log=None,
     layers: list[str] | None = None,
     stop_after: int | None = None,
     recorders: list[Recorder] = (),
@@ -123,6 +123,7 @@ def fit(
     (:class:`ctsp.runs.hooks.Recorder`) called after every minibatch and epoch, their states
     kept in the checkpoint by name.
     """
+    log = log or (lambda line: print(line, flush=True))
     rows: list[dict] = []
     best = {"error": float("inf"), "epoch": -1, "test_error": float("nan")}
     names = [r.name for r in recorders]
