@@ -206,11 +206,6 @@ SOLVERS: Registry[FixedGrid | Adaptive] = Registry(
 )
 
 
-def check_method(name: str) -> str:
-    """Return ``name`` if it is a registered solver method; otherwise raise with the valid list."""
-    return SOLVERS.check(name)
-
-
 def step_count(duration: float, step: float) -> int:
     """Steps of a phase of ``duration``: the step is shortened to fit a whole number of them."""
     return max(1, math.ceil(duration / step - 1e-9)) if duration > 0 else 0
