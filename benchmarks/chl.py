@@ -18,7 +18,7 @@ at batch 20 and 100, for these rate cases:
   free/nudged postsynaptic rates); the first ``B`` rows are used for batch ``B``.
 
 Each time is the median over ``--repeats`` calls after warm-up calls (the first call's
-numba compile and "auto"'s calibration are excluded). Torch and numba use all cores.
+numba compile is excluded). Torch and numba use all cores.
 
 Usage: ``python benchmarks/chl.py [--rates FILE.npz] [--repeats N]``
 """
@@ -79,6 +79,37 @@ def _median_ms(fn, repeats: int, warmup: int = 3) -> float:
     return 1e3 * statistics.median(times)
 
 
+DENSITIES = (0.0, 0.03125, 0.0625, 0.125, 0.25, 0.5, 0.75, 1.0)
+
+
+def measure_crossover(n_post: int, n_pre: int, batch: int, repeats: int) -> float:
+    """The density of nonzero differences where the numba kernel's time (median, measured at
+    ``DENSITIES`` with the zeros scattered at random over (b, j), interpolated linearly) reaches
+    the torch GEMM's: 0.0 if numba is slower even with no work, inf if it is faster dense."""
+    gen = torch.Generator().manual_seed(12345)
+    weight = torch.rand(n_post, n_pre, generator=gen)
+    pre = torch.rand(batch, n_pre, generator=gen)
+    diff = torch.rand(batch, n_post, generator=gen) - 0.5
+    diff[diff == 0] = 0.25
+    uniform = torch.rand(batch, n_post, generator=gen)
+    zeros = torch.zeros_like(diff)
+    t_torch = _median_ms(lambda: weight.addmm_(diff.T, pre, alpha=SCALE), repeats)
+    t_numba = []
+    for density in DENSITIES:
+        sparse = torch.where(uniform < density, diff, zeros)
+        t_numba.append(
+            _median_ms(lambda d=sparse: chl_update(weight, pre, zeros, d, SCALE, "numba"), repeats)
+        )
+    if t_numba[0] >= t_torch:
+        return 0.0
+    for k in range(1, len(DENSITIES)):
+        if t_numba[k] > t_torch:
+            lo, hi = t_numba[k - 1], t_numba[k]
+            frac = (t_torch - lo) / (hi - lo) if hi > lo else 0.0
+            return DENSITIES[k - 1] + frac * (DENSITIES[k] - DENSITIES[k - 1])
+    return math.inf
+
+
 def _dense(rng, batch, n_post, n_pre):
     return rng.random((batch, n_pre)), rng.random((batch, n_post)), rng.random((batch, n_post))
 
@@ -127,7 +158,7 @@ def _row(label, batch, case, pre, free, nudged, repeats, rng):
             repeats,
         )
     auto = plasticity.auto_backend(weight, diff)
-    xover = plasticity.crossover(n_post, n_pre, batch, torch.float32)
+    xover = measure_crossover(n_post, n_pre, batch, repeats)
     best = min(ms, key=ms.get)
     print(
         f"{label:<8} {f'({n_post},{n_pre})':<12} {batch:>5}  {case:<22} {density:>7.3f} "
@@ -159,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"median of {args.repeats} calls after warm-up; times in ms")
     print(
-        "xover = measured crossover density of nonzero differences below which 'auto' "
-        "uses numba; ok = auto picked the faster backend here"
+        "xover = measured crossover density of nonzero differences below which numba is "
+        f"faster; 'auto' uses numba below {plasticity.AUTO_DENSITY} for at least "
+        f"{plasticity.AUTO_MIN_PRE} presynaptic neurons; ok = auto picked the faster backend"
     )
     print()
     header = (

@@ -53,6 +53,8 @@ _EXPORTS = {
     "DataError": ("ctsp.errors", "DataError"),
     "DivergenceError": ("ctsp.errors", "DivergenceError"),
     "RunDirError": ("ctsp.errors", "RunDirError"),
+    "LearningError": ("ctsp.errors", "LearningError"),
+    "LearningWarning": ("ctsp.errors", "LearningWarning"),
     "WriteError": ("ctsp.errors", "WriteError"),
 }
 

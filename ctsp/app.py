@@ -81,11 +81,14 @@ def simulate(
         out: run directory (default runs/<UTC timestamp>-<name>).
         force: overwrite an existing non-empty run directory.
         resume: continue the run in ``out`` from its checkpoint (the config may differ from the
-            saved one only in ``train.epochs``, ``device`` and the ``record`` section).
+            saved one only in ``train.epochs``, ``device`` and the ``record`` section, and in
+            the learning-rate schedule of epochs not trained yet; more epochs than the saved
+            run's train the new ones at the schedule's last rate, see
+            :func:`ctsp.runs.resumed_config`).
         progress: show a progress bar within each epoch (stderr).
         log: callable receiving one summary line per epoch (default: print to stdout).
         stop_after: return after this (1-based) epoch, leaving a resumable run (the schedule
-            stays that of ``train.epochs``).
+            stays planned over ``train.epochs``).
         network: the network to train (default: ``models.LoopNetwork`` of ``config.network``).
         data: the ``ctsp.data.Dataset`` (or a subset of one; default: ``config.data``).
         recorders: hooks into the run (default: those ``config.record`` asks for).
@@ -95,6 +98,7 @@ def simulate(
     continuous.check_sizes(config, data)
     recorders = build_recorders(config, data) if recorders is None else recorders
     with runs.run_directory(out, config.name, force=force, resume=resume) as path:
+        config = runs.resumed_config(path, config) if resume else config
         net = (build_loop_network(config) if network is None else network).to(device)
         trainer = continuous.Trainer(net, config, device, data.train_x.shape[0])
         metrics = runs.fit(
@@ -136,6 +140,7 @@ def train(
     if network is None:
         network = build_discrete_network(config, data.image_shape, data.classes)
     with runs.run_directory(out, config.name, force=force, resume=resume) as path:
+        config = runs.resumed_config(path, config) if resume else config
         net = network.to(device)
         trainer = discrete.DiscreteTrainer(net, make_learner(net, config), config, device)
         metrics = runs.fit(

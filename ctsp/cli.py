@@ -9,8 +9,10 @@ imported lazily so that ``ctsp --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -38,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"ctsp {__version__}")
+    _debug_argument(p, False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser(
@@ -71,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     _run_arguments(t, "train")
     t.add_argument("--lr", type=float, help="Adam learning rate of every layer (train.lr)")
 
-    sub.add_parser("configs", help="list the bundled configs (simulate, then train)")
+    c = sub.add_parser("configs", help="list the bundled configs (simulate, then train)")
 
     d = sub.add_parser("data", help="list or check datasets")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -81,7 +84,18 @@ def _parser() -> argparse.ArgumentParser:
     dc.add_argument("name")
     dc.add_argument("--data-dir", help="look in this directory first")
     dc.add_argument("--no-download", action="store_true", help="do not download when absent")
+    for sp in (s, t, c, dl, dc):  # `ctsp simulate ... --debug` as well as `ctsp --debug ...`
+        _debug_argument(sp, argparse.SUPPRESS)
     return p
+
+
+def _debug_argument(p: argparse.ArgumentParser, default) -> None:
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="show the traceback of an error (also CTSP_DEBUG=1), e.g. for a bug report",
+    )
 
 
 def _run_arguments(p: argparse.ArgumentParser, command: str) -> None:
@@ -109,7 +123,12 @@ def _run_arguments(p: argparse.ArgumentParser, command: str) -> None:
     )
     p.add_argument("--out", type=Path, help="run directory (default runs/<UTC time>-<name>)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out (with more --epochs than it had: the new epochs train at "
+        "the last rate of the learning-rate schedule it was planned with)",
+    )
     p.add_argument(
         "--stop-after",
         type=int,
@@ -207,6 +226,15 @@ def help_config(cls) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _configs() -> int:
+    from .config import ROOTS, bundled_names
+
+    for cls in ROOTS.values():
+        print(f"# ctsp {cls.COMMAND}")
+        print("\n".join(bundled_names(cls)))
+    return 0
+
+
 def _data(args: argparse.Namespace) -> int:
     from . import data
 
@@ -220,46 +248,71 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread like KeyboardInterrupt for SIGINT."""
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line on stderr: ``ctsp: warning: <message>``."""
+    from .errors import LearningWarning
+
+    where = "" if issubclass(category, LearningWarning) else f" ({filename}:{lineno})"
+    print(f"ctsp: warning: {message}{where}", file=sys.stderr if file is None else file)
 
 
 def _terminate(signum, frame) -> None:
+    from .errors import Terminated
+
     raise Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import CtspError
+    from .errors import CtspError, RunInterrupted, Terminated
 
     parser = _parser()
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("CTSP_DEBUG", "") not in ("", "0")
     previous = signal.signal(signal.SIGTERM, _terminate)
+    show_warning, warnings.showwarning = warnings.showwarning, _show_warning
     try:
-        if args.command in ("simulate", "train"):
-            return _run(args)
-        if args.command == "data":
-            return _data(args)
-        if args.command == "configs":
-            from .config import ROOTS, bundled_names
-
-            for cls in ROOTS.values():
-                print(f"# ctsp {cls.COMMAND}")
-                print("\n".join(bundled_names(cls)))
-            return 0
-        parser.print_help()
-        return 2
+        code = _command(parser, args)
+        sys.stdout.flush()
+        return code
     except CtspError as e:
+        if debug:
+            raise
         print(f"ctsp: error: {e}", file=sys.stderr)
         return e.exit_code
-    except (KeyboardInterrupt, Terminated) as e:
+    except KeyboardInterrupt as e:
+        if debug:
+            raise
+        kept = f": {e}" if isinstance(e, RunInterrupted) else ""
+        print(f"ctsp: interrupted{kept}", file=sys.stderr)
+        terminated = e.terminated if isinstance(e, RunInterrupted) else isinstance(e, Terminated)
+        return 143 if terminated else 130
+    except BrokenPipeError:  # e.g. `ctsp configs | head`: the reader has gone
+        sys.stdout = None  # nothing more can be written; keep the interpreter from trying
+        return 0
+    except Exception as e:  # a bug or an unforeseen failure: one line, the traceback on request
+        if debug:
+            raise
+        what = "out of memory" if isinstance(e, MemoryError) else f"{type(e).__name__}: {e}"
         print(
-            "ctsp: interrupted; the checkpoint of the last completed epoch (or of the start) is "
-            "kept: continue with --resume",
+            f"ctsp: error: {what} (unexpected: rerun with --debug or CTSP_DEBUG=1 for the "
+            "traceback, and report it)",
             file=sys.stderr,
         )
-        return 143 if isinstance(e, Terminated) else 130
+        return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+        warnings.showwarning = show_warning
+
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command in ("simulate", "train"):
+        return _run(args)
+    if args.command == "data":
+        return _data(args)
+    if args.command == "configs":
+        return _configs()
+    parser.print_help()
+    return 2
 
 
 if __name__ == "__main__":

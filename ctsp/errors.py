@@ -38,8 +38,35 @@ class DivergenceError(CtspError):
     exit_code = 1
 
 
+class LearningError(CtspError):
+    """A run that is not learning (at chance or saturated) with ``train.health = "error"``; its
+    run directory keeps the checkpoint of the epoch that showed it (exit code 1)."""
+
+    exit_code = 1
+
+
+class LearningWarning(UserWarning):
+    """A run that is not learning (at chance or saturated); see ``ctsp.runs.health``."""
+
+
 class WriteError(CtspError, OSError):
     """A run file could not be written (unwritable directory, full disk); the message names the
     file, and no partial file is left behind (exit code 1)."""
 
     exit_code = 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt for SIGINT (``ctsp.cli``)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT or SIGTERM; the message says what its run directory keeps.
+
+    A ``KeyboardInterrupt`` still (library callers see the interrupt they caused); the CLI prints
+    the message and exits 143 (``terminated``) or 130.
+    """
+
+    def __init__(self, message: str, terminated: bool) -> None:
+        super().__init__(message)
+        self.terminated = terminated

@@ -1,5 +1,6 @@
 """The command line: exit codes and one-line messages."""
 
+import re
 import subprocess
 import sys
 
@@ -52,6 +53,12 @@ def test_help_and_version():
         (["simulate", "--stop-after", "0"], 2, "--stop-after must be at least 1"),
         (["train", "--stop-after", "-1"], 2, "--stop-after must be at least 1"),
         (["data", "check", "imagenet"], 2, "unknown dataset 'imagenet'"),
+        (["train", "--set", "train.precision=bfloat16"], 2, "honoured only by the spiking"),
+        (
+            ["simulate", "--dataset", "fashion-mnist", "--data-dir", "nowhere"],
+            2,
+            "--data-dir nowhere does not hold the fashion-mnist data",
+        ),
     ],
 )
 def test_bad_input_one_line_and_exit_code(capsys, argv, code, message, monkeypatch, tmp_path):
@@ -158,8 +165,10 @@ def test_sigterm_ends_the_run_with_one_line_and_exit_143(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143
-    assert err.strip().splitlines() == [
-        "ctsp: interrupted; the checkpoint of the last completed epoch (or of the start) is "
-        "kept: continue with --resume"
-    ]
+    (message,) = err.strip().splitlines()
+    assert re.fullmatch(
+        rf"ctsp: interrupted: {re.escape(str(out))} keeps the checkpoint of epoch (\d+): "
+        rf"continue with --out {re.escape(str(out))} --resume",
+        message,
+    ), message
     assert (out / "checkpoint.pt").is_file() and not (out / ".lock").exists()

@@ -32,6 +32,7 @@ from ctsp import data
 from ctsp.errors import CtspError, DataError
 
 DEFAULT_SYSTEM_ROOTS = data.SYSTEM_DATA_ROOTS
+RECORDED_SUMS = {name: dict(sums) for name, sums in data.CHECKSUMS.items()}
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLOSED_PORT_URL = "http://127.0.0.1:9"  # nothing listens there: a download fails at once
 
@@ -176,6 +177,9 @@ def isolated(tmp_path, monkeypatch) -> Path:
     for var in ("no_proxy", "NO_PROXY"):
         monkeypatch.setenv(var, "*")
     monkeypatch.setattr(data.lookup, "SYSTEM_DATA_ROOTS", (tmp_path / "system",))
+    # the generated MNIST/KMNIST/CIFAR files have no recorded sums unless a test records them
+    for name in ("mnist", "kmnist", "cifar10"):
+        monkeypatch.setitem(data.download.CHECKSUMS, name, {})
     return tmp_path
 
 
@@ -270,11 +274,12 @@ def test_missing_files_message_names_places_and_remedies(tmp_path, monkeypatch):
     explicit = tmp_path / "explicit"
     monkeypatch.setenv("CTSP_DATA", str(tmp_path / "env"))
     with data_error(r"fashion-mnist data not found; looked in ") as info:
-        data.load("fashion-mnist", data_dir=explicit, download=False)
+        data.load("fashion-mnist", download=False)
     message = str(info.value)
+    with data_error(r"--data-dir .* does not hold the fashion-mnist data; looked in ") as info:
+        data.load("fashion-mnist", data_dir=explicit, download=False)
+    assert f"{explicit / 'fashion-mnist'}, {explicit};" in str(info.value)
     for place in (
-        explicit / "fashion-mnist",
-        explicit,
         tmp_path / "env",
         tmp_path / "xdg-cache" / "ctsp" / "fashion-mnist",
         tmp_path / "system" / "fashion-mnist",
@@ -380,7 +385,51 @@ def test_check_reports_local_checksum_mismatch(tmp_path, monkeypatch):
     changed = write_idx(tmp_path / "mnist" / data.IDX_TEST_IMAGES, make_images(5, start=7))
     with data_error(rf"checksum mismatch for {re.escape(str(changed))}: sha256 [0-9a-f]{{64}}"):
         data.check("mnist", data_dir=tmp_path)
-    data.load("mnist", data_dir=tmp_path, download=False)  # load parses, it does not hash
+    with data_error(rf"checksum mismatch for {re.escape(str(changed))}"):  # load verifies too
+        data.load("mnist", data_dir=tmp_path, download=False)
+
+
+def test_load_verifies_each_file_once(tmp_path, monkeypatch):
+    """load hashes a file the first time; the cache remembers it by size and mtime, and a
+    changed file (new mtime) is hashed again."""
+    make_idx_dataset(tmp_path / "mnist")
+    record_sums(monkeypatch, "mnist", tmp_path / "mnist", data.IDX_FILES)
+    hashed = []
+    real = data.download._verify_file
+    monkeypatch.setattr(
+        data.download, "_verify_file", lambda p, *a: hashed.append(p.name) or real(p, *a)
+    )
+    data.load("mnist", data_dir=tmp_path, download=False)
+    assert sorted(hashed) == sorted(data.IDX_FILES)
+    data.load("mnist", data_dir=tmp_path, download=False)
+    assert len(hashed) == 4  # nothing hashed the second time
+    assert (data.cache_dir() / "verified.json").is_file()
+    labels = tmp_path / "mnist" / data.IDX_TEST_LABELS
+    os.utime(labels, ns=(labels.stat().st_atime_ns, labels.stat().st_mtime_ns + 10**9))
+    data.load("mnist", data_dir=tmp_path, download=False)
+    assert hashed[4:] == [data.IDX_TEST_LABELS]
+
+
+def test_data_dir_holding_another_dataset_is_refused(tmp_path, monkeypatch):
+    """`--dataset mnist --data-dir <fashion-mnist files>`: the checksums tell them apart."""
+    monkeypatch.setattr(data.lookup, "SYSTEM_DATA_ROOTS", DEFAULT_SYSTEM_ROOTS)
+    monkeypatch.setitem(data.download.CHECKSUMS, "mnist", RECORDED_SUMS["mnist"])
+    with data_error(r"checksum mismatch for .*train-images-idx3-ubyte\.gz: sha256 "):
+        data.load("mnist", data_dir=FASHION_DIR, download=False)
+
+
+@pytest.mark.parametrize("state", ["missing", "empty", "incomplete"])
+def test_data_dir_without_the_dataset_is_an_error_not_a_fallback(tmp_path, monkeypatch, state):
+    make_idx_dataset(data.cache_dir() / "mnist")  # found in the cache without --data-dir
+    mine = tmp_path / "mine"
+    if state != "missing":
+        mine.mkdir()
+    if state == "incomplete":
+        make_idx_dataset(mine)
+        (mine / data.IDX_TRAIN_LABELS).unlink()
+    with data_error(rf"--data-dir {re.escape(str(mine))} does not hold the mnist data"):
+        data.load("mnist", data_dir=mine, download=False)
+    assert data.load("mnist", download=False).train_x.shape[0] == 12
 
 
 def test_checksum_entries_accept_any_recorded_sum_and_md5(tmp_path, monkeypatch):
@@ -486,12 +535,15 @@ def test_lookup_order(tmp_path, monkeypatch):
     make_idx_dataset(system, n_train=14)
     monkeypatch.setenv("CTSP_DATA", str(env))
 
-    def n_train() -> int:
-        return data.load("mnist", data_dir=explicit, download=False).train_x.shape[0]
+    def n_train(data_dir=None) -> int:
+        return data.load("mnist", data_dir=data_dir, download=False).train_x.shape[0]
 
     assert data.locate("mnist", explicit) == explicit / "mnist"
-    assert n_train() == 11
+    assert n_train(explicit) == 11
     (explicit / "mnist" / data.IDX_TRAIN_IMAGES).unlink()
+    # locate goes on down the order; load refuses a --data-dir without the data
+    with data_error("does not hold the mnist data"):
+        n_train(explicit)
     assert data.locate("mnist", explicit) == env and n_train() == 12
     monkeypatch.delenv("CTSP_DATA")
     assert data.locate("mnist", explicit) == cache and n_train() == 13

@@ -491,7 +491,8 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Sigprop, "train_batch", poisoned)
     with pytest.raises(
-        DivergenceError, match=r"NaN or Inf in the loss of layer fc2 at epoch 2; the last good"
+        DivergenceError,
+        match=r"NaN or Inf in the loss of layer fc2 \(epoch 2\); .* checkpoint of epoch 1$",
     ):
         train(dcfg(train={"epochs": 2}), out, resume=True, **QUIET)
     after = weights(out)
@@ -524,11 +525,19 @@ def test_ctsp_train_default_run_and_resume(capsys, tmp_path):
     assert code == 2 and "exists and is not empty; use --force" in err
     code, _, err = run(capsys, "train", "--out", str(out), "--resume", "--lr", "0.1")
     assert code == 2 and "differs from the saved run in train.lr" in err
-    # more epochs move the step-decay milestones (fractions of train.epochs) into epochs 1-2
-    code, _, err = run(capsys, "train", "--out", str(out), "--resume", "--epochs", "4")
-    assert code == 2 and "schedule differs in epoch 2" in err and "--stop-after" in err
-    code, stdout, _ = run(capsys, "train", "--out", str(out), "--resume", "--no-progress")
-    assert code == 0 and "epoch   3/3" in stdout and "epoch   1/" not in stdout
+    # re-planning over 4 epochs moves the step-decay milestones into the trained epochs
+    code, _, err = run(
+        capsys, "train", "--out", str(out), "--resume", "--set", "train.schedule_epochs=4"
+    )
+    assert code == 2 and "schedule differs in epoch 2" in err and "planned over 3" in err
+    # more epochs keep the 3-epoch plan: epoch 4 at its last rate
+    code, stdout, _ = run(
+        capsys, "train", "--out", str(out), "--resume", "--epochs", "4", "--no-progress"
+    )
+    assert code == 0 and "epoch   3/4" in stdout and "epoch   4/4" in stdout
+    assert "epoch   1/" not in stdout and "epoch 4 trains at the last rate of the 3-epoch" in stdout
+    saved = cfg.load(out / "config.toml", cfg.DiscreteRunConfig).train
+    assert (saved.epochs, saved.schedule_epochs) == (4, 3)
 
 
 @pytest.mark.parametrize(

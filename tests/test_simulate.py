@@ -84,6 +84,25 @@ def test_schedule_decays_the_chl_rates_and_chunks_resume_exactly(tmp_path):
         simulate(small(4, decay=0.1, decay_at=[0.25]), tmp_path / "part", resume=True, **quiet)
 
 
+def test_resume_with_more_epochs_keeps_the_schedule_it_was_planned_with(tmp_path):
+    """`--epochs 2` then `--resume --epochs 4`: epochs 3-4 train at the last rate of the 2-epoch
+    plan, bitwise as an uninterrupted run with train.schedule_epochs = 2."""
+    quiet = {"progress": False, "log": lambda s: None}
+    decayed = {"decay": 0.1, "decay_at": [0.5]}
+    planned = small(4, schedule_epochs=2, **decayed)
+    assert [planned.train.lr_factor(e) for e in range(4)] == [1, 0.1, 0.1, 0.1]
+    full = simulate(planned, tmp_path / "full", **quiet)
+    simulate(small(2, **decayed), tmp_path / "part", **quiet)
+    lines = []
+    resumed = simulate(
+        small(4, **decayed), tmp_path / "part", resume=True, progress=False, log=lines.append
+    )
+    assert "epochs 3-4 train at the last rate of the 2-epoch" in lines[0]
+    assert resumed.metrics.sizes["epoch"] == 4
+    for k, v in weights(full.path).items():
+        assert torch.equal(v, weights(resumed.path)[k]), k
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     simulate(small(1), tmp_path / "r", progress=False, log=lambda s: None)
     with pytest.raises(RunDirError, match=r"differs from the saved run in train\.beta, train\.lr"):
@@ -116,7 +135,10 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
         return original(self, *args)
 
     monkeypatch.setattr(Trainer, "train_batch", poisoned)
-    with pytest.raises(DivergenceError, match=r"diverged: NaN or Inf .* epoch 2; the last good"):
+    with pytest.raises(
+        DivergenceError,
+        match=r"diverged: NaN or Inf .* \(epoch 2\); .* keeps the checkpoint of epoch 1$",
+    ):
         simulate(small(2), out, resume=True, progress=False, log=lambda s: None)
     after = torch.load(out / "checkpoint.pt", weights_only=False)
     assert len(after["rows"]) == 1

@@ -6,8 +6,8 @@ Five sections and three top-level keys::
     [data]     name, dir, validation
     [network]  sizes, loop, rate, tau
     [solver]   method, step, free_duration, clamped_duration, tol, check_every, rtol, atol
-    [train]    epochs, batch_size, beta, beta_sign, symmetric, lr, loop_lr, persistent,
-               chl_backend, decay, decay_at, schedule, t_max, eval_batch_size
+    [train]    epochs, schedule_epochs, batch_size, beta, beta_sign, symmetric, lr, loop_lr,
+               persistent, chl_backend, decay, decay_at, schedule, t_max, eval_batch_size, health
     [record]   trajectories, trajectory_epochs, populations, stride, alignment_every
 
 Every key is documented on its field (``ctsp simulate --help-config`` prints them all).
@@ -22,7 +22,7 @@ from ..continuous import BETA_SIGNS, CHL_BACKENDS, LOOP_MODES, SOLVERS
 from ..data import DATASET_NAMES
 from ..nn import RATE_FUNCTIONS
 from .base import ConfigBase, Section, _check_top_level, _require, option, section
-from .schedule import SCHEDULES, LRSchedule
+from .schedule import HEALTH, SCHEDULES, LRSchedule
 
 DECAY_AT = (0.5, 0.75, 0.89, 0.94)  # the paper's milestones (fractions of the epochs)
 
@@ -84,7 +84,12 @@ class SolverConfig(Section):
 class TrainConfig(Section, LRSchedule):
     PREFIX: ClassVar[str] = "train."
 
-    epochs: int = option(30, "training epochs (the learning-rate schedule follows them)")
+    epochs: int = option(30, "training epochs")
+    schedule_epochs: int = option(
+        0,
+        "epochs the learning-rate schedule is planned over (0 = train.epochs); --resume with "
+        "more epochs keeps the plan the run started with, the new epochs at its last rate",
+    )
     batch_size: int = option(20, "minibatch size")
     beta: float = option(0.5, "nudging strength of the clamped phase (> 0)")
     beta_sign: str = option("random", "sign of beta per minibatch", BETA_SIGNS)
@@ -96,10 +101,15 @@ class TrainConfig(Section, LRSchedule):
     persistent: bool = option(False, "start each example's free phase from its last fixed point")
     chl_backend: str = option("auto", "implementation of the CHL update (Eq. 14)", CHL_BACKENDS)
     decay: float = option(1.0, "step decay factor of all learning rates (1 = constant rates)")
-    decay_at: tuple[float, ...] = option(DECAY_AT, "fractions of the epochs where decay applies")
+    decay_at: tuple[float, ...] = option(
+        DECAY_AT, "fractions of the planned epochs where decay applies"
+    )
     schedule: str = option("step", "learning-rate schedule", SCHEDULES)
-    t_max: int = option(0, "cosine: annealing period in epochs (0 = train.epochs)")
+    t_max: int = option(0, "cosine: annealing period in epochs (0 = the planned epochs)")
     eval_batch_size: int = option(1000, "minibatch size of evaluation")
+    health: str = option(
+        "warn", "a run at chance or saturated after an epoch (ctsp.runs.health)", HEALTH
+    )
 
     def check(self) -> None:
         self.check_schedule()

@@ -8,8 +8,8 @@ Four sections and three top-level keys::
     [model]    arch, hidden, channels, kernel, pool, width, dropout, batch_norm, slope,
                prediction, compare, time_steps, threshold, neuron, spike_loss
     [signal]   generator, into, sparse_features, eta, fixed, bn_targets, target_dropout
-    [train]    epochs, batch_size, lr, decay, decay_at, schedule, t_max, rule, precision,
-               eval_batch_size, recalibrate_bn
+    [train]    epochs, schedule_epochs, batch_size, lr, decay, decay_at, schedule, t_max, rule,
+               precision, eval_batch_size, recalibrate_bn, health
 
 Every key is documented on its field (``ctsp train --help-config`` prints them all). The
 learning rules (``train.rule``) come from the registry of the architecture's family
@@ -28,7 +28,7 @@ from ..nn import BN_TARGETS, COMPARISONS, GENERATORS, TARGETS_INTO
 from ..registry import Registry
 from .base import ConfigBase, Section, _check_top_level, _require, option, section
 from .continuous import DECAY_AT, DataConfig
-from .schedule import SCHEDULES, LRSchedule
+from .schedule import HEALTH, SCHEDULES, LRSchedule
 
 # model.arch -> the learning rules of its family
 ARCHS = Registry(
@@ -115,18 +115,28 @@ class SignalConfig(Section):
 class DiscreteTrainConfig(Section, LRSchedule):
     PREFIX: ClassVar[str] = "train."
 
-    epochs: int = option(30, "training epochs (the learning-rate schedule follows them)")
+    epochs: int = option(30, "training epochs")
+    schedule_epochs: int = option(
+        0,
+        "epochs the learning-rate schedule is planned over (0 = train.epochs); --resume with "
+        "more epochs keeps the plan the run started with, the new epochs at its last rate",
+    )
     batch_size: int = option(128, "minibatch size (>= 2: batch norm)")
     lr: float = option(5e-4, "Adam learning rate of every layer's optimizer")
     decay: float = option(0.25, "step decay factor of the learning rate")
-    decay_at: tuple[float, ...] = option(DECAY_AT, "fractions of the epochs where decay applies")
+    decay_at: tuple[float, ...] = option(
+        DECAY_AT, "fractions of the planned epochs where decay applies"
+    )
     schedule: str = option("step", "learning-rate schedule", SCHEDULES)
-    t_max: int = option(0, "cosine: annealing period in epochs (0 = train.epochs)")
+    t_max: int = option(0, "cosine: annealing period in epochs (0 = the planned epochs)")
     rule: str = option("sigprop", "learning rule (by model.arch)", valid=_valid_rules)
     precision: str = option(
         "float32", "snn: autocast type (float16: CUDA only)", spiking.PRECISIONS
     )
     eval_batch_size: int = option(1000, "minibatch size of evaluation")
+    health: str = option(
+        "warn", "a run at chance or saturated after an epoch (ctsp.runs.health)", HEALTH
+    )
     recalibrate_bn: int = option(
         0,
         "before each evaluation, recompute the batch-norm running statistics from this many "
@@ -185,6 +195,12 @@ class DiscreteRunConfig(ConfigBase):
             )
         if model.arch == "snn":
             self._check_spiking()
+        elif self.train.precision != "float32":
+            raise ConfigError(
+                f"train.precision = {self.train.precision!r} is honoured only by the spiking "
+                f'networks (model.arch = "snn") so far; model.arch = {model.arch!r} trains in '
+                '"float32"'
+            )
         spiking.check_precision(self.train.precision, self.device)
 
     def _check_spiking(self) -> None:

@@ -20,21 +20,18 @@ and the bias update is ``b += scale * (post_nudged - post_free).sum(0)``.
 Hard-sigmoid neurons that stay saturated in both phases have *exactly* zero rate
 difference; the ``"numba"`` backend skips those ``(b, j)`` pairs entirely, so its cost
 scales with the number of nonzero differences, while a dense GEMM (``"torch"``) costs the
-same whatever the sparsity. ``"auto"`` picks between them from a measured crossover
-density (see :func:`chl_update`).
+same whatever the sparsity. ``"auto"`` picks between them by a fixed density threshold (see
+:func:`chl_update`).
 
 Public API: :func:`chl_update`, :func:`chl_bias_update`, :class:`CHL` (the rule of one
 projection), :data:`CHL_BACKENDS` (``train.chl_backend``); for ``"auto"``: :func:`auto_backend`
-(the backend it picks), :func:`crossover` (the measured crossover density of a shape, cached in
-:data:`CROSSOVERS`), :func:`measure_crossover` and :func:`crossover_density` (the interpolation);
+(the backend it picks) and its thresholds :data:`AUTO_DENSITY` and :data:`AUTO_MIN_PRE`;
 :func:`chl_kernel` (the numba kernel).
 """
 
 from __future__ import annotations
 
-import math
 import numbers
-import time
 
 import numba
 import numpy as np
@@ -44,24 +41,21 @@ from torch import Tensor
 from ..registry import Registry
 
 __all__ = [
+    "AUTO_DENSITY",
+    "AUTO_MIN_PRE",
     "BACKENDS",
-    "CALIBRATION_DENSITIES",
     "CHL",
     "CHL_BACKENDS",
-    "CROSSOVERS",
     "auto_backend",
     "chl_bias_update",
     "chl_kernel",
     "chl_update",
-    "crossover",
-    "crossover_density",
-    "measure_crossover",
 ]
 
 CHL_BACKENDS = Registry(
     "CHL backend",
     {
-        "auto": "numba or torch, whichever is faster at the rate differences' density",
+        "auto": "numba below a fixed density of nonzero rate differences, else torch",
         "numba": "a parallel CPU kernel that skips zero rate differences",
         "torch": "one addmm_ (any device)",
     },
@@ -71,11 +65,15 @@ BACKENDS: tuple[str, ...] = CHL_BACKENDS.names()
 # Numba kernel dtypes (torch dtype -> numpy scalar type used for ``scale``).
 _NUMBA_DTYPES: dict[torch.dtype, type] = {torch.float32: np.float32, torch.float64: np.float64}
 
-# Densities of nonzero differences at which the numba kernel is timed during calibration.
-CALIBRATION_DENSITIES: tuple[float, ...] = (0.0, 0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0)
-
-# Measured crossover densities, keyed by (n_post, n_pre, batch, dtype); see ``_crossover``.
-CROSSOVERS: dict[tuple[int, int, int, torch.dtype], float] = {}
+# "auto": numba below this density of nonzero rate differences (and torch from it on). The
+# crossover where the numba kernel's time reaches torch's, measured by benchmarks/chl.py on the
+# large projections of fmnist-2x1500 (1500x784 and 1500x1500, batch 20 and 100): 0.43-0.62 on
+# this project's 2-core machine (docs/performance.md). A fixed rule, not a per-process timing,
+# so that two seeded runs give the same weights.
+AUTO_DENSITY = 0.45
+# ... and torch for projections from fewer presynaptic neurons (the kernel's per-row work does
+# not pay: the loop-back 1500x10 measured 1.3-2.1x slower than torch at every density).
+AUTO_MIN_PRE = 64
 
 
 # --------------------------------------------------------------------------------------
@@ -164,103 +162,21 @@ def _torch_apply(weight: torch.Tensor, pre: torch.Tensor, diff: torch.Tensor, sc
 
 
 # --------------------------------------------------------------------------------------
-# "auto": measured crossover density
+# "auto": a fixed rule, so that a run's numbers do not depend on a timing
 # --------------------------------------------------------------------------------------
 
 
-def _best_times(fns: list, repeats: int) -> list[float]:
-    """Fastest wall time in seconds of each of ``fns`` over ``repeats`` rounds.
-
-    Every round calls each function once, in turn (after one warm-up round), so slow
-    phases of the machine hit all of them alike; the minimum, not the median, estimates
-    each kernel's own cost and discards calls stalled by other processes on the cores.
-    """
-    for fn in fns:
-        fn()
-    best = [math.inf] * len(fns)
-    for _ in range(repeats):
-        for k, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            best[k] = min(best[k], time.perf_counter() - t0)
-    return best
-
-
-def measure_crossover(n_post: int, n_pre: int, batch: int, dtype: torch.dtype) -> float:
-    """Time both backends on scratch tensors of this shape and return the crossover density.
-
-    The torch GEMM is timed once (its cost does not depend on the values). The numba kernel
-    is timed at each density in ``CALIBRATION_DENSITIES``, with the nonzero differences
-    scattered uniformly at random over ``(b, j)``, so that almost no weight row is skipped
-    wholesale (in trained networks saturated neurons are often zero across the whole
-    batch, which is cheaper for the kernel at the same density: the threshold errs towards
-    torch). Each time is the best of a few interleaved calls (see ``_best_times``); if the
-    kernel's times are not roughly increasing with density (a sign of interference from
-    other processes), the measurement is repeated, up to three times. The crossover is
-    where the numba time, interpolated linearly between measured densities, reaches the
-    torch time: 0.0 if numba is slower even with no work, ``inf`` if it is faster even
-    fully dense.
-    """
-    gen = torch.Generator().manual_seed(12345)
-    weight = torch.rand(n_post, n_pre, generator=gen, dtype=dtype)
-    pre = torch.rand(batch, n_pre, generator=gen, dtype=dtype)
-    diff = torch.rand(batch, n_post, generator=gen, dtype=dtype) - 0.5
-    diff[diff == 0] = 0.25
-    uniform = torch.rand(batch, n_post, generator=gen, dtype=torch.float64)
-    scale = 1e-6
-    # Fewer repeats for big shapes keeps a calibration well under a second.
-    work = 2.0 * n_post * n_pre * max(batch, 1)
-    repeats = 5 if work > 1e8 else 9
-
-    fns = [lambda: _torch_apply(weight, pre, diff, scale)]
-    for density in CALIBRATION_DENSITIES:
-        sparse = torch.where(uniform < density, diff, torch.zeros_like(diff))
-        fns.append(lambda d=sparse: _numba_apply(weight, pre, d, scale))
-    for _attempt in range(3):
-        t_torch, *t_numba = _best_times(fns, repeats)
-        # The kernel's cost grows with density; times that fall well below those of a
-        # lower density mean calls were stalled by other processes: measure again.
-        if all(t_numba[k] >= 0.7 * max(t_numba[:k]) for k in range(1, len(t_numba))):
-            break
-
-    return crossover_density(t_torch, t_numba)
-
-
-def crossover_density(
-    t_torch: float, t_numba: list[float], densities: tuple[float, ...] | None = None
-) -> float:
-    """The density where the numba kernel's time, interpolated linearly between its times
-    ``t_numba`` at ``densities`` (default: the calibration densities), reaches the torch time:
-    0.0 if numba is slower even with no work, ``inf`` if it is faster even at the last."""
-    dens = CALIBRATION_DENSITIES if densities is None else densities
-    if t_numba[0] >= t_torch:
-        return 0.0
-    if t_numba[-1] <= t_torch:
-        return math.inf
-    for k in range(1, len(dens)):
-        if t_numba[k] > t_torch:
-            t_lo, t_hi = t_numba[k - 1], t_numba[k]
-            frac = (t_torch - t_lo) / (t_hi - t_lo) if t_hi > t_lo else 0.0
-            return dens[k - 1] + frac * (dens[k] - dens[k - 1])
-    return math.inf  # pragma: no cover - unreachable (t_numba[-1] > t_torch here)
-
-
-def crossover(n_post: int, n_pre: int, batch: int, dtype: torch.dtype) -> float:
-    """Crossover density for this shape and dtype, measured once per process and cached."""
-    key = (n_post, n_pre, batch, dtype)
-    if key not in CROSSOVERS:
-        CROSSOVERS[key] = measure_crossover(n_post, n_pre, batch, dtype)
-    return CROSSOVERS[key]
-
-
 def auto_backend(weight: torch.Tensor, diff: torch.Tensor) -> str:
-    """The backend ``"auto"`` uses for this weight and rate difference (no validation)."""
+    """The backend ``"auto"`` uses for this weight and rate difference (no validation): numba
+    on CPU for float32/float64 when the projection has at least :data:`AUTO_MIN_PRE`
+    presynaptic neurons and fewer than :data:`AUTO_DENSITY` of the differences are nonzero,
+    else torch. The choice depends only on the tensors, so a seeded run repeats exactly."""
     if weight.device.type != "cpu" or weight.dtype not in _NUMBA_DTYPES or diff.numel() == 0:
         return "torch"
-    n_post, n_pre = weight.shape
-    batch = diff.shape[0]
+    if weight.shape[1] < AUTO_MIN_PRE:
+        return "torch"
     density = torch.count_nonzero(diff).item() / diff.numel()
-    return "numba" if density < crossover(n_post, n_pre, batch, weight.dtype) else "torch"
+    return "numba" if density < AUTO_DENSITY else "torch"
 
 
 # --------------------------------------------------------------------------------------
@@ -341,19 +257,12 @@ def chl_update(
               for contiguous float32/float64 tensors) that skips every ``(b, j)`` with an
               exactly zero rate difference and splits output rows over threads. CPU only.
             * ``"auto"``: ``"torch"`` on CUDA or for dtypes other than float32/float64.
-              On CPU it computes the density ``rho`` of nonzero entries of
-              ``post_nudged - post_free`` and uses ``"numba"`` iff ``rho`` is below a
-              crossover density measured once per process for this
-              ``(n_post, n_pre, B, dtype)`` and cached: on the first such call a short
-              calibration (tens of milliseconds for the shapes of a 784-1500-1500-10
-              network) times the torch GEMM and the numba kernel (best of a few calls)
-              at densities 0, 1/32, ..., 1/2, 1 on scratch tensors and takes the density
-              where the interpolated numba time reaches the torch time (0 if numba never
-              wins, infinity if it wins even dense). Rationale: the dense GEMM's cost does
-              not depend on sparsity while the kernel's grows with the number of nonzero
-              differences, so one threshold per shape separates the two; the calibration
-              scatters the zeros at random (the kernel cannot skip whole rows), so the
-              threshold errs towards torch.
+              On CPU it uses ``"numba"`` iff the projection has at least
+              :data:`AUTO_MIN_PRE` presynaptic neurons and the density of nonzero entries of
+              ``post_nudged - post_free`` is below :data:`AUTO_DENSITY` (the crossover
+              measured by benchmarks/chl.py). Rationale: the dense GEMM's cost does not depend
+              on sparsity while the kernel's grows with the number of nonzero differences. The
+              rule depends only on the tensors, never on a timing, so runs are reproducible.
 
     The first numba call in a fresh environment compiles the kernel (about 2 s per dtype);
     ``cache=True`` stores it next to this module, so later processes load it instead.

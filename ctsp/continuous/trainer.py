@@ -33,7 +33,7 @@ BETA_SIGNS = Registry(
 )
 
 # keys (or key prefixes ending in ".") that a resumed run may change
-RESUMABLE_KEYS = ("train.epochs", "device", "record.")
+RESUMABLE_KEYS = ("train.epochs", "device", "record.", "train.health")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,8 @@ class Trainer:
     """Runs the phases and updates of one network (a ``models.LoopNetwork`` or any network with
     its ``populations``, ``edges``, ``projections``, ``biases``, ``tau`` and ``neuron``) under a
     ``RunConfig``; no files, no printing."""
+
+    learning_keys = ("train.lr", "train.loop_lr", "train.beta", "solver.step")
 
     def __init__(self, net, config, device: torch.device, n_train: int) -> None:
         self.net, self.config, self.device = net, config, device
@@ -203,17 +205,21 @@ class Trainer:
         return wrong, free_stats, clamped_stats
 
     @torch.no_grad()
-    def evaluate(self, x: Tensor, y: Tensor) -> tuple[float, PhaseStats]:
-        """Test error (fraction) of the free phase from zeros, and its mean statistics."""
+    def evaluate(self, x: Tensor, y: Tensor) -> tuple[float, PhaseStats, float]:
+        """Test error (fraction) of the free phase from zeros, its mean statistics, and the
+        fraction of hidden neurons whose free-phase rate is saturated (at 0 or 1)."""
         bs = self.config.train.eval_batch_size
-        wrong, stats = 0, []
+        hidden = slice(0, self.net.populations[-1].start)
+        wrong, flat, stats = 0, 0, []
         for i in range(0, x.shape[0], bs):
             xb = x[i : i + bs].to(self.device)
             _, free = self.free_phase(xb)
             check_finite(free.state)
             wrong += int((self.net.predict(free.state).cpu() != y[i : i + bs]).sum())
+            flat += int(self.net.neuron.saturated(free.state[:, hidden]).sum())
             stats.append(free.stats)
-        return wrong / max(x.shape[0], 1), mean_stats(stats)
+        n = max(x.shape[0], 1)
+        return wrong / n, mean_stats(stats), flat / (n * max(hidden.stop, 1))
 
     # the EpochTrainer protocol of ctsp.runs.fit
 
@@ -230,8 +236,12 @@ class Trainer:
         }
 
     def eval_metrics(self, data) -> dict:
-        test_error, test_stats = self.evaluate(data.test_x, data.test_y)
-        row = {"test_error": test_error, "test_free_steps": test_stats.steps}
+        test_error, test_stats, saturated = self.evaluate(data.test_x, data.test_y)
+        row = {
+            "test_error": test_error,
+            "test_free_steps": test_stats.steps,
+            "test_saturated": saturated,
+        }
         if data.val_x.shape[0]:
             row["val_error"] = self.evaluate(data.val_x, data.val_y)[0]
         return row

@@ -24,6 +24,7 @@ Lookup order
 The first directory that holds all of a dataset's files wins:
 
 1. the ``data_dir`` argument (the CLI's ``--data-dir``): ``data_dir/<name>/``, then ``data_dir/``;
+   when given, it must hold the files (an error otherwise; the other places are not searched);
 2. ``$CTSP_DATA``: ``$CTSP_DATA/<name>/``, then ``$CTSP_DATA/``;
 3. the cache: ``cache_dir()/<name>``, i.e. ``${XDG_CACHE_HOME:-~/.cache}/ctsp/<name>``;
 4. the system directories ``SYSTEM_DATA_ROOTS``: ``/usr/share/datasets/<name>`` (where the Debian
@@ -39,9 +40,10 @@ download leaves nothing behind.
 Checksums
 ---------
 ``CHECKSUMS[name][filename]`` is a tuple of accepted digests written ``"<algorithm>:<hex>"``
-(a bare hex string means sha256); a file verifies when it matches any of them. Downloads are
-always verified; :func:`check` verifies files found locally; :func:`load` relies on the gzip
-CRC and a full parse for local files.
+(a bare hex string means sha256); a file verifies when it matches any of them. Every file is
+verified before use: downloads as they arrive, local files by :func:`load` the first time it
+reads them (``cache_dir()/verified.json`` remembers a verified file by path, size, mtime and
+the sums it matched, so a second load hashes nothing) and by :func:`check` every time.
 
 Every problem raises :class:`ctsp.errors.DataError` with a one-line message naming the file.
 

@@ -16,7 +16,7 @@ import torch
 
 from ctsp.errors import DataError
 
-from .download import _cifar_batches_for, _find_or_download, _verify_file
+from .download import _cifar_batches_for, _find_or_download, _verify_cached, _verify_file
 from .formats import (
     CIFAR_ARCHIVE,
     CIFAR_BATCHES,
@@ -140,8 +140,10 @@ def load(
     ``validation`` training examples (chosen by a random permutation seeded with ``seed``;
     the same for the same seed) are moved to ``val_x``/``val_y``; both splits keep the
     original order. The test split is always the dataset's own. Files are looked up as the
-    :mod:`ctsp.data` docstring describes and downloaded into the cache when missing and
-    ``download``.
+    :mod:`ctsp.data` docstring describes (a ``data_dir`` that does not hold them is an error)
+    and downloaded into the cache when missing and ``download``; every file is verified against
+    the recorded checksums before it is used (once: the cache remembers a verified file by
+    size and mtime).
     Raises DataError for an unknown name, missing or corrupt data, or a bad ``validation``.
     """
     _check_name(name)
@@ -156,10 +158,10 @@ def load(
         arrays = _load_digits_arrays()
     else:
         where = _find_or_download(name, data_dir, download)
-        if name == "cifar10":
-            arrays = _read_cifar_dir(_cifar_batches_for(where))
-        else:
-            arrays = _read_idx_dir(where)
+        folder = _cifar_batches_for(where) if name == "cifar10" else where
+        for filename in CIFAR_BATCHES if name == "cifar10" else IDX_FILES:
+            _verify_cached(folder / filename, name, filename)
+        arrays = _read_cifar_dir(folder) if name == "cifar10" else _read_idx_dir(folder)
     train_x, train_y, test_x, test_y = arrays
 
     tx, ty = _to_tensors(train_x, train_y)

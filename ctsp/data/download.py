@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import json
 import logging
 import os
 import tempfile
@@ -123,12 +124,20 @@ CHECKSUMS: dict[str, dict[str, str | tuple[str, ...]]] = {
 
 
 def _find_or_download(name: str, data_dir: str | Path | None, download: bool) -> Path:
-    where = locate(name, data_dir)
+    """The directory holding ``name``'s files. A ``data_dir`` that does not hold them is an
+    error (never a fall-back to the other places); else the lookup order, then a download."""
+    if data_dir is not None and str(data_dir) != "":
+        where = locate(name, data_dir)
+        root = Path(data_dir).expanduser()
+        if where not in (root / name, root):
+            raise _not_found(name, data_dir, only_data_dir=True)
+        return where
+    where = locate(name, None)
     if where is not None:
         return where
     if not download:
-        raise _not_found(name, data_dir)
-    return _download(name, data_dir)
+        raise _not_found(name, None)
+    return _download(name, None)
 
 
 def _cifar_batches_for(where: Path) -> Path:
@@ -140,7 +149,7 @@ def _cifar_batches_for(where: Path) -> Path:
     if cached is not None:
         return cached
     archive = where / CIFAR_ARCHIVE
-    _verify_file(archive, "cifar10", CIFAR_ARCHIVE)
+    _verify_cached(archive, "cifar10", CIFAR_ARCHIVE)
     return _extract_cifar(archive, cache_dir() / "cifar10")
 
 
@@ -193,6 +202,41 @@ def _verify_file(path: Path, name: str, filename: str) -> None:
             f"checksum mismatch for {path}: {problem}; the file is damaged or not the official "
             f"one: delete it and get it again ({_base_url(name)}/{filename})"
         )
+
+
+VERIFIED_FILE = "verified.json"
+"""In the cache: the files that verified, by path, with their size, mtime and accepted sums."""
+
+
+def _verify_cached(path: Path, name: str, filename: str) -> None:
+    """:func:`_verify_file`, skipped for a file that verified before with the same size, mtime
+    and recorded sums (the record is ``cache_dir()/verified.json``; unwritable: not kept)."""
+    accepted = _accepted(name, filename)
+    if not accepted:
+        return
+    try:
+        st = path.stat()
+    except OSError:
+        raise DataError(f"{name}: file missing: {path}") from None
+    key = str(path.resolve())
+    stamp = [st.st_size, st.st_mtime_ns, sorted(":".join(a) for a in accepted)]
+    record = cache_dir() / VERIFIED_FILE
+    try:
+        seen = json.loads(record.read_text())
+        seen = seen if isinstance(seen, dict) else {}
+    except (OSError, ValueError):
+        seen = {}
+    if seen.get(key) == stamp:
+        return
+    _verify_file(path, name, filename)
+    seen[key] = stamp
+    with contextlib.suppress(OSError):
+        record.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", dir=record.parent, prefix=f".{VERIFIED_FILE}.", suffix=".tmp", delete=False
+        ) as f:
+            json.dump(seen, f)
+        os.replace(f.name, record)
 
 
 def _download(name: str, data_dir: str | Path | None) -> Path:

@@ -136,8 +136,13 @@ def _how_to_get(name: str) -> str:
     return "; ".join(ways)
 
 
-def _not_found(name: str, data_dir: str | Path | None) -> DataError:
+def _not_found(name: str, data_dir: str | Path | None, only_data_dir: bool = False) -> DataError:
+    """The error for data not found in the lookup order (or, ``only_data_dir``, not in the
+    ``data_dir`` the user named, which is never left for the other places)."""
     candidates = _candidates(name, data_dir)
+    if only_data_dir:
+        root = Path(data_dir).expanduser()
+        candidates = [root / name, root]
     partial = []  # directories that hold some of the files but not all
     for d in candidates:
         if name == "cifar10":
@@ -150,6 +155,16 @@ def _not_found(name: str, data_dir: str | Path | None) -> DataError:
                 partial.append(f"{folder} lacks {', '.join(missing)}")
     looked = ", ".join(str(d) for d in candidates)
     note = f" ({'; '.join(partial)})" if partial else ""
+    if only_data_dir:
+        what = (
+            f"{CIFAR_ARCHIVE} (or its extracted {CIFAR_FOLDER}/ folder)"
+            if name == "cifar10"
+            else "the four files " + ", ".join(IDX_FILES)
+        )
+        return DataError(
+            f"--data-dir {data_dir} does not hold the {name} data; looked in {looked}{note}; "
+            f"it needs {what} (without --data-dir the usual places are searched)"
+        )
     return DataError(
         f"{name} data not found; looked in {looked}{note}; to get it: {_how_to_get(name)}"
     )

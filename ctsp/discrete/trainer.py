@@ -23,7 +23,7 @@ from .learner import Learner
 # keys (or key prefixes ending in ".") that a resumed run may change; train.recalibrate_bn acts
 # from the next evaluation on (it changes training only where training reads the running
 # statistics: signal.bn_targets = "running" and the target-loop generators' inference pass)
-RESUMABLE_KEYS = ("train.epochs", "device", "train.recalibrate_bn")
+RESUMABLE_KEYS = ("train.epochs", "device", "train.recalibrate_bn", "train.health")
 
 
 def learning_rate(train, epoch: int) -> float:
@@ -59,6 +59,8 @@ class DiscreteTrainer:
         device: where the minibatches go.
         backend: the training backend that runs the minibatches (default: one process).
     """
+
+    learning_keys = ("train.lr",)
 
     def __init__(self, net, learner: Learner, config, device: torch.device, backend=None) -> None:
         self.net, self.learner, self.config, self.device = net, learner, config, device
@@ -96,15 +98,23 @@ class DiscreteTrainer:
         wrong = torch.zeros(layers, dtype=torch.int64)
         seen = 0
         steps = self.backend.run(self.learner, self.batches(data, epoch))
-        for k, (losses, w, size) in enumerate(steps):
-            loss_sum += losses.double().cpu() * size
-            wrong += w.cpu()
-            seen += size
-            if on_batch is not None:
-                on_batch(epoch, k)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(f"train err {int(wrong[-1]) / seen:.3f}", refresh=False)
+        try:
+            for k, (losses, w, size) in enumerate(steps):
+                loss_sum += losses.double().cpu() * size
+                wrong += w.cpu()
+                seen += size
+                if on_batch is not None:
+                    on_batch(epoch, k)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"train err {int(wrong[-1]) / seen:.3f}", refresh=False)
+        except RuntimeError as e:  # an optimizer step beyond the float range (a huge train.lr)
+            if "overflow" not in str(e):
+                raise
+            raise DivergenceError(
+                f"training diverged: a learning step overflowed ({e}); train.lr = "
+                f"{self.config.train.lr:g} is likely too large"
+            ) from None
         for p in self.net.parameters():
             if not bool(torch.isfinite(p).all()):
                 raise DivergenceError("training diverged: NaN or Inf in the weights")

@@ -73,3 +73,10 @@ class RateNeuron:
 
     def rho_prime(self, s: Tensor) -> Tensor:
         return self.fn.rho_prime(s)
+
+    def saturated(self, s: Tensor) -> Tensor:
+        """Where the rate is at an end of its range [0, 1] (within 1e-6): exactly 0 or 1 for the
+        hard sigmoid, |s| > ~14 for the smooth one; a saturated neuron that stays saturated in
+        both phases contributes no rate difference to Eq. 14."""
+        r = self.rho(s)
+        return (r <= 1e-6) | (r >= 1 - 1e-6)

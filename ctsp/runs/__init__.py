@@ -13,7 +13,7 @@ reading runs back.
 """
 
 from . import files
-from .checkpoint import SCHEDULE_KEYS, load_checkpoint
+from .checkpoint import SCHEDULE_KEYS, load_checkpoint, resumed_config
 from .hooks import EpochTrainer, Recorder
 from .loop import RunResult, fit, load_data, metrics_dataset, progress_bar, resolve_device
 from .results import Run, machine_line, markdown_table, open_run
@@ -29,6 +29,7 @@ __all__ = [
     "files",
     "fit",
     "load_checkpoint",
+    "resumed_config",
     "load_data",
     "machine_line",
     "markdown_table",

@@ -39,6 +39,8 @@ class EpochTrainer(Protocol):
     ``ctsp.discrete.DiscreteTrainer``)."""
 
     net: torch.nn.Module
+    # the settings that likely make a run that is not learning (named by ctsp.runs.health)
+    learning_keys: tuple[str, ...]
 
     def train_metrics(self, data, epoch: int, bar, on_batch=None) -> dict:
         """Train one epoch, calling ``on_batch(epoch, k)`` after every minibatch; its row entries

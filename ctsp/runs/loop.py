@@ -19,8 +19,15 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..errors import ConfigError, DivergenceError, RunDirError
-from . import files
+from ..errors import (
+    ConfigError,
+    DivergenceError,
+    LearningError,
+    RunDirError,
+    RunInterrupted,
+    Terminated,
+)
+from . import files, health
 from .checkpoint import load_checkpoint
 from .hooks import EpochTrainer, Recorder
 from .rundir import save_netcdf, save_torch, write_text
@@ -61,7 +68,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-UNITS = {"seconds": "s", "steps": "solver steps per minibatch", "error": "fraction"}
+UNITS = {
+    "seconds": "s",
+    "steps": "solver steps per minibatch",
+    "error": "fraction",
+    "saturated": "fraction",
+}
 
 
 def metrics_dataset(rows: list[dict], config: Any, layers: list[str] | None = None) -> xr.Dataset:
@@ -115,7 +127,8 @@ def fit(
     Per epoch: train (progress bar over the minibatches), evaluate, append the row (with
     ``epoch_seconds`` and ``train_seconds``), save ``best.pt`` when the selection error
     (validation if there is a validation set, else test, as the paper) improves, write
-    ``metrics.nc`` and ``checkpoint.pt`` atomically, log one line. ``checkpoint.pt`` is first
+    ``metrics.nc`` and ``checkpoint.pt`` atomically, log one line, check that the run is
+    learning (:mod:`ctsp.runs.health`, ``train.health``). ``checkpoint.pt`` is first
     written before the first epoch, so every run directory can be resumed. With ``resume`` the run
     continues from ``checkpoint.pt`` (config differences allowed only in ``resumable`` and in
     the schedule of epochs not trained yet). ``stop_after``: return after this (1-based) epoch,
@@ -142,6 +155,17 @@ def fit(
                 "states by position); start the run again"
             )
         recorder_states = dict(recorder_states)
+        plan, epochs = config.train.plan, config.train.epochs
+        extra = f"epoch {epochs} trains" if epochs == plan + 1 else f"epochs {plan + 1}-{epochs} train"
+        log(
+            f"resuming {path} after epoch {len(rows)}/{epochs}"
+            + (
+                f"; {extra} at the last rate of the {plan}-epoch learning-rate schedule "
+                "the run was planned with"
+                if plan < epochs
+                else ""
+            )
+        )
         for r in recorders:
             if r.name in recorder_states:
                 r.load_state_dict(recorder_states[r.name])
@@ -162,36 +186,53 @@ def fit(
     select = "val_error" if data.val_x.shape[0] else "test_error"
     tc, n = config.train, data.train_x.shape[0]
     last = tc.epochs if stop_after is None else min(stop_after, tc.epochs)
-    for epoch in range(len(rows), last):
-        t0 = time.perf_counter()
-        bar = progress_bar(-(-n // tc.batch_size), f"epoch {epoch + 1}/{tc.epochs}", progress)
-        try:
-            train = trainer.train_metrics(data, epoch, bar, on_batch if recorders else None)
-        except DivergenceError as e:
-            raise DivergenceError(
-                f"{e} at epoch {epoch + 1}; the last good checkpoint is kept in {path}"
-            ) from None
-        finally:
-            if bar is not None:
-                bar.close()
-        train_seconds = time.perf_counter() - t0
-        row = {"epoch": epoch + 1, **train, **trainer.eval_metrics(data)}
-        row.update(epoch_seconds=time.perf_counter() - t0, train_seconds=train_seconds)
-        rows.append(row)
-        if row[select] < best["error"]:
-            best = {"error": row[select], "epoch": epoch + 1, "test_error": row["test_error"]}
-            save_torch({"model": trainer.net.state_dict(), **best}, path / files.BEST)
-        for r in recorders:
-            r.after_epoch(trainer, epoch + 1, path, epoch + 1 == tc.epochs)
-            recorder_states[r.name] = r.state_dict()
-        save_netcdf(metrics_dataset(rows, config, layers), path / files.METRICS)
-        checkpoint()
-        log(
-            f"epoch {epoch + 1:>3}/{tc.epochs}  train {row['train_error']:.2%}  "
-            f"test {row['test_error']:.2%}"
-            + (f"  val {row['val_error']:.2%}" if "val_error" in row else "")
-            + f"  {trainer.summary(row)}  {row['epoch_seconds']:.1f} s"
-        )
+    saved = len(rows)  # epochs in checkpoint.pt
+    warned = False
+
+    def kept() -> str:
+        what = f"epoch {saved}" if saved else "the start (no epoch trained yet)"
+        return f"{path} keeps the checkpoint of {what}"
+
+    try:
+        for epoch in range(len(rows), last):
+            t0 = time.perf_counter()
+            bar = progress_bar(-(-n // tc.batch_size), f"epoch {epoch + 1}/{tc.epochs}", progress)
+            try:
+                train = trainer.train_metrics(data, epoch, bar, on_batch if recorders else None)
+            except DivergenceError as e:
+                raise DivergenceError(f"{e} (epoch {epoch + 1}); {kept()}") from None
+            finally:
+                if bar is not None:
+                    bar.close()
+            train_seconds = time.perf_counter() - t0
+            row = {"epoch": epoch + 1, **train, **trainer.eval_metrics(data)}
+            row.update(epoch_seconds=time.perf_counter() - t0, train_seconds=train_seconds)
+            rows.append(row)
+            if row[select] < best["error"]:
+                best = {"error": row[select], "epoch": epoch + 1, "test_error": row["test_error"]}
+                save_torch({"model": trainer.net.state_dict(), **best}, path / files.BEST)
+            for r in recorders:
+                r.after_epoch(trainer, epoch + 1, path, epoch + 1 == tc.epochs)
+                recorder_states[r.name] = r.state_dict()
+            save_netcdf(metrics_dataset(rows, config, layers), path / files.METRICS)
+            checkpoint()
+            saved = epoch + 1
+            log(
+                f"epoch {epoch + 1:>3}/{tc.epochs}  train {row['train_error']:.2%}  "
+                f"test {row['test_error']:.2%}"
+                + (f"  val {row['val_error']:.2%}" if "val_error" in row else "")
+                + f"  {trainer.summary(row)}  {row['epoch_seconds']:.1f} s"
+            )
+            if not warned:
+                try:
+                    warned = health.check(
+                        row, select, data.classes, tc.health, trainer.learning_keys
+                    )
+                except LearningError as e:
+                    raise LearningError(f"{e}; {kept()}") from None
+    except KeyboardInterrupt as e:
+        resume = f": continue with --out {path} --resume"
+        raise RunInterrupted(kept() + resume, terminated=isinstance(e, Terminated)) from None
     if rows:
         log(
             f"{'final' if len(rows) == tc.epochs else 'so far:'} test error "
