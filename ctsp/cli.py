@@ -169,12 +169,19 @@ def resolve_config(args: argparse.Namespace):
     :class:`ctsp.config.DiscreteRunConfig`.
     """
     from . import config as cfg
+    from .errors import ConfigError, RunDirError
 
     cls = cfg.DiscreteRunConfig if args.command == "train" else cfg.RunConfig
     if args.config:
         base = cfg.load(args.config, cls)
     elif args.resume and args.out is not None and (args.out / "config.toml").is_file():
-        base = cfg.load(args.out / "config.toml", cls)
+        try:
+            base = cfg.load(args.out / "config.toml", cls)
+        except ConfigError as e:
+            raise RunDirError(
+                f"cannot resume {args.out} with `ctsp {args.command}`: its config.toml is not a "
+                f"`ctsp {args.command}` config ({e})"
+            ) from None
     else:
         base = cls()
     overrides = [cfg.parse_override(item) for item in args.set]
@@ -227,12 +234,43 @@ def help_config(cls) -> str:
 
 
 def _configs() -> int:
-    from .config import ROOTS, bundled_names
+    """Each bundled config: dataset, network, epochs and the run time estimated for it by
+    benchmarks/config_times.py (on the machine it names)."""
+    import json
 
+    from .config import ROOTS, bundled_names, load
+
+    times_file = Path(__file__).parent / "configs" / "times.json"
+    times = json.loads(times_file.read_text()) if times_file.is_file() else {}
+    estimated = times.get("configs", {})
+    print(
+        "est. time: benchmarks/config_times.py on "
+        + (times.get("machine", "?") if times else "(not measured: no ctsp/configs/times.json)")
+    )
     for cls in ROOTS.values():
-        print(f"# ctsp {cls.COMMAND}")
-        print("\n".join(bundled_names(cls)))
+        names = bundled_names(cls)
+        rows = [("name", "dataset", "network", "epochs", "est. time")]
+        for name in names:
+            c = load(name, cls)
+            seconds = estimated.get(name, {}).get("run_seconds")
+            rows.append(
+                (name, c.data.name, c.network_summary(), str(c.train.epochs), _duration(seconds))
+            )
+        widths = [max(len(r[k]) for r in rows) for k in range(4)]
+        print(f"\n# ctsp {cls.COMMAND}")
+        for r in rows:
+            print("  ".join(f"{v:<{w}}" for v, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
     return 0
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _data(args: argparse.Namespace) -> int:

@@ -125,11 +125,19 @@ def test_data_list_and_check(capsys):
     assert code == 0 and "train 60000, test 10000" in out
 
 
-def test_configs_lists_the_paper_networks(capsys):
+def test_configs_lists_each_bundled_config_with_its_dataset_network_epochs_and_time(capsys):
     code, out, _ = run(capsys, "configs")
-    assert code == 0 and {"fmnist-2x1500", "fmnist-3x1500", "mnist-2x1500", "mnist-3x1500"} <= set(
-        out.split()
+    assert code == 0
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert {"fmnist-2x1500", "fmnist-3x1500", "mnist-2x1500", "mnist-3x1500"} <= set(lines)
+    assert re.match(
+        r"fmnist-2x1500 +fashion-mnist +784-1500-1500-10, loop fixed +60 +\d+(\.\d)? (s|min|h)$",
+        lines["fmnist-2x1500"],
+    ), lines["fmnist-2x1500"]
+    assert re.match(
+        r"vgg8b-fmnist +fashion-mnist +vgg8b x1, fc 1024, sigprop +100 +\d", lines["vgg8b-fmnist"]
     )
+    assert out.startswith("est. time: benchmarks/config_times.py on x86_64")  # times.json
 
 
 def test_a_locked_run_directory_is_refused_with_the_holders_pid(capsys, tmp_path):

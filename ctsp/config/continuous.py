@@ -157,6 +157,11 @@ class RunConfig(ConfigBase):
     train: TrainConfig = section(TrainConfig, "training")
     record: RecordConfig = section(RecordConfig, "recordings")
 
+    def network_summary(self) -> str:
+        """The network in a few words (``ctsp configs``), e.g. "784-1500-1500-10, loop learned"."""
+        n = self.network
+        return f"{'-'.join(map(str, n.sizes))}, loop {n.loop}"
+
     def check(self) -> None:
         _check_top_level(self.name, self.seed, self.device)
         n_ff = len(self.network.sizes) - 1

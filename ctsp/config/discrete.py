@@ -168,6 +168,19 @@ class DiscreteRunConfig(ConfigBase):
     signal: SignalConfig = section(SignalConfig, "the learning signal (target generator)")
     train: DiscreteTrainConfig = section(DiscreteTrainConfig, "training")
 
+    def network_summary(self) -> str:
+        """The network and rule in a few words (``ctsp configs``), e.g. "vgg8b x1, sigprop"."""
+        m = self.model
+        head = "-".join(map(str, m.hidden))
+        convs = f"conv {'-'.join(map(str, m.channels))} k{m.kernel}, fc {head}"
+        arch = {
+            "fc": f"fc {head}",
+            "conv": convs,
+            "vgg8b": f"vgg8b x{m.width}, fc {head}",
+            "snn": f"snn {convs}, T {m.time_steps}",
+        }.get(m.arch, m.arch)
+        return f"{arch}, {self.train.rule}"
+
     def check(self) -> None:
         _check_top_level(self.name, self.seed, self.device)
         model, rule = self.model, self.train.rule

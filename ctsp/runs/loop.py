@@ -26,6 +26,7 @@ from ..errors import (
     RunDirError,
     RunInterrupted,
     Terminated,
+    WriteError,
 )
 from . import files, health
 from .checkpoint import load_checkpoint
@@ -177,7 +178,13 @@ def fit(
         save_torch(state, path / files.CHECKPOINT)
 
     if not resume:  # a checkpoint of the start: an interrupted first epoch can be resumed
-        checkpoint()
+        try:
+            checkpoint()
+        except BaseException as e:  # nothing saved: leave nothing, so a plain rerun works
+            (path / files.CONFIG).unlink(missing_ok=True)
+            if isinstance(e, WriteError):
+                raise WriteError(f"{e}; nothing was saved in {path}") from None
+            raise
 
     def on_batch(epoch: int, k: int) -> None:
         for r in recorders:
@@ -230,6 +237,8 @@ def fit(
                     )
                 except LearningError as e:
                     raise LearningError(f"{e}; {kept()}") from None
+    except WriteError as e:
+        raise WriteError(f"{e}; {kept()}") from None
     except KeyboardInterrupt as e:
         resume = f": continue with --out {path} --resume"
         raise RunInterrupted(kept() + resume, terminated=isinstance(e, Terminated)) from None

@@ -139,13 +139,13 @@ def save_netcdf(ds, path: Path) -> None:
 
 
 def save_torch(obj, path: Path) -> None:
-    """``torch.save`` atomically."""
+    """``torch.save`` atomically. Serialized in memory first, then written with a plain file
+    write, so that a full disk is reported as the OS error it is (torch's own writer turns
+    it into an opaque "unexpected pos" message)."""
+    import io
+
     import torch
 
-    def write(tmp: Path) -> None:
-        try:
-            torch.save(obj, tmp)
-        except RuntimeError as e:  # torch's writer reports a failed write (a full disk) so
-            raise OSError(str(e).splitlines()[0]) from None
-
-    atomic_write(path, write)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
