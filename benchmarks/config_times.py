@@ -1,8 +1,9 @@
 """Estimate the run time of every bundled config on this machine (for ``ctsp configs``).
 
 For each config: build its network and trainer as ``ctsp simulate`` / ``ctsp train`` do, time
-``--batches`` training minibatches (after one warm-up minibatch) and ``--batches`` evaluation
-minibatches, and extrapolate to the config's epochs:
+``--batches`` training minibatches (at least 200 examples), after a warm-up pass over the same
+minibatches (the first pass costs several times more), and the evaluation of as many test
+images (at least 200), and extrapolate to the config's epochs:
 
     run time = epochs * (n_train / batch_size * t_train + n_eval / eval_batch_size * t_eval)
 
@@ -12,7 +13,7 @@ same shape), else uniform random images of its shape (CIFAR-10). Times in a cont
 that stops relaxations at a tolerance depend on the training; the estimate is that of the
 first minibatches. Writes ``ctsp/configs/times.json`` (read by ``ctsp configs``):
 
-    python benchmarks/config_times.py            # about 5 minutes on 2 cores
+    python benchmarks/config_times.py     # about 10 minutes on 2 cores, on a quiet machine
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ import torch
 from ctsp import config as cfg
 from ctsp import continuous, data, discrete
 from ctsp.app import build_discrete_network, build_loop_network, make_learner
+from ctsp.continuous import chl_update
+from ctsp.errors import DataError
 from ctsp.runs import machine_line
 
+MIN_EXAMPLES = 200  # timed training examples at least (10 minibatches of 20)
 OUT = Path(__file__).resolve().parents[1] / "ctsp" / "configs" / "times.json"
 # (train, test, image shape) of each dataset
 SIZES = {
@@ -50,7 +54,7 @@ def _images(name: str, n_train: int, n_test: int) -> data.Dataset:
                 name, real.train_x[:n_train], real.train_y[:n_train], real.test_x[:n_test],
                 real.test_y[:n_test], real.train_x[:0], real.train_y[:0], real.classes,
             )  # fmt: skip
-    except data.DataError:
+    except DataError:
         pass
     gen = torch.Generator().manual_seed(0)
     shape = SIZES[name][2]
@@ -78,10 +82,10 @@ def estimate(config, batches: int) -> dict:
     """Seconds per training and evaluation example, and the extrapolated run time."""
     tc = config.train
     n_train, n_test, _ = SIZES[config.data.name]
-    subset = _images(config.data.name, batches * tc.batch_size, batches * tc.eval_batch_size)
-    warm = _images(config.data.name, tc.batch_size, 2)
+    n_sub = max(batches, -(-MIN_EXAMPLES // tc.batch_size)) * tc.batch_size
+    subset = _images(config.data.name, n_sub, max(n_sub, 200))
     trainer = _trainer(config, subset)
-    trainer.train_metrics(warm, 0, None)
+    trainer.train_metrics(subset, 0, None)  # warm-up: compiles, allocations, optimizer states
     t0 = time.perf_counter()
     trainer.train_metrics(subset, 0, None)
     t_train = (time.perf_counter() - t0) / subset.train_x.shape[0]
@@ -95,10 +99,13 @@ def estimate(config, batches: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batches", type=int, default=3, help="timed minibatches per config")
+    ap.add_argument("--batches", type=int, default=2, help="timed minibatches per config")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     result = {"machine": machine_line(), "command": "python benchmarks/config_times.py"}
+    # the numba CHL kernel compiles (or loads from its cache) on first use: not in a timing
+    w = torch.zeros(3, 2)
+    chl_update(w, torch.ones(1, 2), torch.zeros(1, 3), torch.ones(1, 3), 1.0, backend="numba")
     times = {}
     for cls in cfg.ROOTS.values():
         for name in cfg.bundled_names(cls):

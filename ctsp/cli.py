@@ -18,11 +18,11 @@ from pathlib import Path
 from . import __version__
 
 EXAMPLES = """examples:
-  ctsp simulate                                 digits, small loop network, about 10 s
+  ctsp simulate                                 digits, small loop network, about 25 s
   ctsp simulate fmnist-2x1500 --epochs 5        a bundled paper config
   ctsp simulate run.toml --set train.beta=1.0   a config file plus an override
   ctsp simulate --out runs/a --resume --epochs 60
-  ctsp train                                    discrete sigprop, small FC net on digits, a few s
+  ctsp train                                    discrete sigprop, small FC net on digits, ~15 s
   ctsp train vgg8b-fmnist --out runs/vgg        a bundled paper network (Sec. IV)
   ctsp train vgg8b-fmnist --out runs/vgg --stop-after 2   the first 2 of its 100 epochs
   ctsp train fc-3x1000-fmnist --set train.rule=bp         a baseline: bp, fa, dfa, ll-bp, ll-fa
@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         "a target generator and fed forward with the input; every layer learns from its own "
         "loss (L_pred, Eq. 9) with its own optimizer, no gradient crosses a layer. Writes a run "
         "directory (config.toml, metrics.nc with per-layer early-exit errors, checkpoint.pt, "
-        "best.pt). With no arguments: digits data, a small FC network, a few seconds.",
+        "best.pt). With no arguments: digits data, a small FC network, about 15 s.",
     )
     _run_arguments(t, "train")
     t.add_argument("--lr", type=float, help="Adam learning rate of every layer (train.lr)")

@@ -228,7 +228,10 @@ def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, ca
     code = main(["simulate", "--epochs", "1", "--record", "2", "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1
-    assert err == f"ctsp: error: cannot write {out / FILENAME}: No space left on device\n"
+    assert err == (
+        f"ctsp: error: cannot write {out / FILENAME}: No space left on device; {out} keeps the "
+        "checkpoint of the start (no epoch trained yet)\n"
+    )
     assert not [p for p in out.iterdir() if p.name.startswith(".") or p.name == FILENAME]
 
 
