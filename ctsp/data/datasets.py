@@ -159,8 +159,7 @@ def load(
     else:
         where = _find_or_download(name, data_dir, download)
         folder = _cifar_batches_for(where) if name == "cifar10" else where
-        for filename in CIFAR_BATCHES if name == "cifar10" else IDX_FILES:
-            _verify_cached(folder / filename, name, filename)
+        _verify_cached(name, folder, CIFAR_BATCHES if name == "cifar10" else IDX_FILES)
         arrays = _read_cifar_dir(folder) if name == "cifar10" else _read_idx_dir(folder)
     train_x, train_y, test_x, test_y = arrays
 

@@ -149,7 +149,7 @@ def _cifar_batches_for(where: Path) -> Path:
     if cached is not None:
         return cached
     archive = where / CIFAR_ARCHIVE
-    _verify_cached(archive, "cifar10", CIFAR_ARCHIVE)
+    _verify_cached("cifar10", where, [CIFAR_ARCHIVE])
     return _extract_cifar(archive, cache_dir() / "cifar10")
 
 
@@ -208,28 +208,33 @@ VERIFIED_FILE = "verified.json"
 """In the cache: the files that verified, by path, with their size, mtime and accepted sums."""
 
 
-def _verify_cached(path: Path, name: str, filename: str) -> None:
-    """:func:`_verify_file`, skipped for a file that verified before with the same size, mtime
-    and recorded sums (the record is ``cache_dir()/verified.json``; unwritable: not kept)."""
-    accepted = _accepted(name, filename)
-    if not accepted:
-        return
-    try:
-        st = path.stat()
-    except OSError:
-        raise DataError(f"{name}: file missing: {path}") from None
-    key = str(path.resolve())
-    stamp = [st.st_size, st.st_mtime_ns, sorted(":".join(a) for a in accepted)]
+def _verify_cached(name: str, folder: Path, filenames: Iterable[str]) -> None:
+    """:func:`_verify_file` for each of ``filenames`` in ``folder``, skipped for a file that
+    verified before with the same size, mtime and recorded sums (the record is
+    ``cache_dir()/verified.json``, read and written once per call; unwritable: not kept)."""
     record = cache_dir() / VERIFIED_FILE
     try:
         seen = json.loads(record.read_text())
         seen = seen if isinstance(seen, dict) else {}
     except (OSError, ValueError):
         seen = {}
-    if seen.get(key) == stamp:
+    changed = False
+    for filename in filenames:
+        accepted = _accepted(name, filename)
+        if not accepted:
+            continue
+        path = folder / filename
+        try:
+            st = path.stat()
+        except OSError:
+            raise DataError(f"{name}: file missing: {path}") from None
+        key = str(path.resolve())
+        stamp = [st.st_size, st.st_mtime_ns, sorted(":".join(a) for a in accepted)]
+        if seen.get(key) != stamp:
+            _verify_file(path, name, filename)
+            seen[key], changed = stamp, True
+    if not changed:
         return
-    _verify_file(path, name, filename)
-    seen[key] = stamp
     with contextlib.suppress(OSError):
         record.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(
