@@ -21,6 +21,12 @@ The Dataset (see :func:`record`):
 - coords ``phase`` ("free", "clamped"), ``sample`` (test-set index), ``label``, ``epoch``;
 - attrs: the solver and its settings, beta, stride, units, and the resolved config as JSON.
 
+A run with ``solver.method = "steady"`` finds its fixed points by layer sweeps, without a time
+axis; its recordings integrate Eq. 13 with projected Euler (``solver.step``, the phase durations)
+instead, so they show the dynamics whose fixed point the sweeps jump to (attrs ``solver``:
+"euler", ``training_solver``: "steady"). The Euler phase ends within its duration, not
+necessarily at the fixed point.
+
 With ``solver.tol > 0`` a recorded phase checks for the steady state every ``stride`` steps (not
 every ``check_every``), so it may stop a few steps from where the training's phases stop.
 """
@@ -35,7 +41,7 @@ import torch
 import xarray as xr
 
 from ctsp.config import RunConfig
-from ctsp.continuous import Trainer, population_names, step_count
+from ctsp.continuous import SOLVERS, Trainer, population_names, step_count
 from ctsp.errors import ConfigError, RunDirError
 from ctsp.runs import Recorder, files, save_netcdf
 
@@ -99,12 +105,13 @@ def record(
     x, y = x.to(trainer.device), y.to(trainer.device)
     current = net.input_current(x)
     s = config.solver
+    method = recording_method(config)
     free = trainer.relax_phase(
-        current, net.zero_state(x.shape[0]), 0.0, None, s.free_duration, record_every=stride
+        current, net.zero_state(x.shape[0]), 0.0, None, s.free_duration, stride, method
     )
     target = torch.nn.functional.one_hot(y, net.sizes[-1]).to(x.dtype)
     clamped = trainer.relax_phase(
-        current, free.state, config.train.beta, target, s.clamped_duration, record_every=stride
+        current, free.state, config.train.beta, target, s.clamped_duration, stride, method
     )
     kw = {"samples": samples, "labels": y, "time_unit": config.network.tau}
     parts = [
@@ -122,6 +129,12 @@ def record(
     return ds
 
 
+def recording_method(config: RunConfig) -> str:
+    """The ODE method that records: the run's own, or "euler" when the run uses "steady" (which
+    finds the fixed points without a time axis)."""
+    return config.solver.method if SOLVERS[config.solver.method].ode else "euler"
+
+
 def attributes(config: RunConfig, stride: int) -> dict:
     s = config.solver
     return {
@@ -130,7 +143,8 @@ def attributes(config: RunConfig, stride: int) -> dict:
         "(network.tau); the shorter phase is padded with NaN after its end_time",
         "phases": "free: beta = 0 from zeros; clamped: beta = train.beta towards the one-hot "
         "label, from the free phase's final state",
-        "solver": s.method,
+        "solver": recording_method(config),
+        "training_solver": s.method,
         "solver_step": s.step,
         "solver_tol": s.tol,
         "solver_check_every": s.check_every,

@@ -107,7 +107,7 @@ def simulate(
             config,
             path,
             resume=resume,
-            resumable=continuous.RESUMABLE_KEYS,
+            resumable=continuous.resumable_keys(config),
             progress=progress,
             log=log,
             stop_after=stop_after,

@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _run_arguments(s, "simulate")
     s.add_argument("--beta", type=float, help="nudging strength (train.beta)")
-    s.add_argument("--solver", help="ODE method, e.g. euler, rk4, dopri5 (solver.method)")
+    s.add_argument(
+        "--solver", help="euler, rk4, dopri5, … or steady (layer sweeps) (solver.method)"
+    )
     s.add_argument(
         "--record",
         type=int,

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from ctsp.continuous import SOLVERS, Field, eq13, relax
+from ctsp.continuous import SOLVERS, Field, eq13, ode_methods, relax
 from ctsp.errors import ConfigError
 from ctsp.nn import RATE_FUNCTIONS, Conv2d, Linear, rate_function
 from models import LoopNetwork
@@ -104,7 +104,7 @@ def _sigmoid_relaxation(method: str, step: float, rtol: float = 1e-6):
     return np.abs(out.trajectory.numpy() - ref).max()
 
 
-@pytest.mark.parametrize("method", SOLVERS.names())
+@pytest.mark.parametrize("method", ode_methods())
 def test_every_solver_agrees_with_solve_ivp(method):
     """A small sigmoid loop network (smooth field, no bounds), integrated by every solver the
     registry accepts: the trajectory on a grid agrees with scipy's DOP853 at rtol 1e-10.

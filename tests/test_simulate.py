@@ -111,6 +111,21 @@ def test_resume_refuses_a_different_config(tmp_path):
         simulate(small(1), tmp_path / "empty", resume=True, progress=False)
 
 
+def test_max_sweeps_matters_to_a_resumed_run_only_under_steady(tmp_path):
+    """solver.max_sweeps is read by "steady" alone: an Euler run resumes with another value
+    (runs saved before the key existed), a steady run refuses it."""
+    quiet = {"progress": False, "log": lambda s: None}
+    simulate(small(1), tmp_path / "euler", **quiet)
+    euler = cfg.from_dict({"train": {"epochs": 2}, "solver": {"max_sweeps": 9}})
+    assert simulate(euler, tmp_path / "euler", resume=True, **quiet).metrics.sizes["epoch"] == 2
+    steady = cfg.from_dict({"train": {"epochs": 1}, "solver": {"method": "steady"}})
+    run = simulate(steady, tmp_path / "steady", **quiet)
+    assert float(run.metrics.free_passes[0]) + float(run.metrics.clamped_passes[0]) == 15
+    more = cfg.from_dict({"train": {"epochs": 2}, "solver": {"method": "steady", "max_sweeps": 4}})
+    with pytest.raises(RunDirError, match=r"differs from the saved run in solver\.max_sweeps"):
+        simulate(more, tmp_path / "steady", resume=True, progress=False)
+
+
 def test_existing_output_is_refused_unless_force(tmp_path):
     out = tmp_path / "r"
     out.mkdir()

@@ -115,6 +115,27 @@ def test_recorded_end_of_each_phase_is_the_solvers_final_state(run, digits):
             np.testing.assert_array_equal(got, final[:, cols].numpy(), err_msg=f"{phase} {name}")
 
 
+def test_a_steady_run_records_with_euler(digits):
+    """ "steady" has no time axis: the recorder integrates the recorded samples with projected
+    Euler over the phase durations and says so in the attrs; the Euler free phase of a trained
+    network ends near the swept fixed point."""
+    config = cfg.from_dict(
+        {
+            "solver": {"method": "steady", "tol": 1e-4, "max_sweeps": 50},
+            "record": {"trajectories": 3},
+        }
+    )
+    trainer = Trainer(build_network(config), config, torch.device("cpu"), 1)
+    ds = record(trainer, digits.test_x[:3], digits.test_y[:3])
+    assert ds.attrs["solver"] == "euler" and ds.attrs["training_solver"] == "steady"
+    assert ds.end_time.values.tolist() == [10.0, 2.0]
+    with torch.no_grad():
+        _, swept = trainer.free_phase(digits.test_x[:3])
+    assert swept.stats.converged
+    end = phase_end(ds, "h1").sel(phase="free").values
+    np.testing.assert_allclose(end, swept.state[:, trainer.net.populations[0]].numpy(), atol=0.05)
+
+
 @pytest.mark.parametrize("solver", [{"tol": 0.05}, {"step": 0.3}, {"method": "rk4"}])
 def test_last_point_is_the_final_state_for_any_grid(digits, solver):
     """Early stop (tol), a step that does not divide the durations, another method; stride 3.

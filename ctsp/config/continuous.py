@@ -5,7 +5,8 @@ Five sections and three top-level keys::
     name, seed, device
     [data]     name, dir, validation
     [network]  sizes, loop, rate, tau
-    [solver]   method, step, free_duration, clamped_duration, tol, check_every, rtol, atol
+    [solver]   method, step, free_duration, clamped_duration, tol, check_every, rtol, atol,
+               max_sweeps
     [train]    epochs, schedule_epochs, batch_size, beta, beta_sign, symmetric, lr, loop_lr,
                persistent, chl_backend, decay, decay_at, schedule, t_max, eval_batch_size, health
     [record]   trajectories, trajectory_epochs, populations, stride, alignment_every
@@ -20,6 +21,7 @@ from typing import ClassVar
 
 from ..continuous import BETA_SIGNS, CHL_BACKENDS, LOOP_MODES, SOLVERS
 from ..data import DATASET_NAMES
+from ..errors import ConfigError
 from ..nn import RATE_FUNCTIONS
 from .base import ConfigBase, Section, _check_top_level, _require, option, section
 from .schedule import HEALTH, SCHEDULES, LRSchedule
@@ -62,14 +64,25 @@ class NetworkConfig(Section):
 class SolverConfig(Section):
     PREFIX: ClassVar[str] = "solver."
 
-    method: str = option("euler", "solver of the relaxation phases", SOLVERS)
+    method: str = option(
+        "euler",
+        'solver of the relaxation phases: an ODE method, or "steady" (the fixed points by layer '
+        "sweeps; step and the durations then serve recorded trajectories only, check_every, "
+        "rtol and atol nothing)",
+        SOLVERS,
+    )
     step: float = option(0.5, "step size eps (fixed-grid) / first step (adaptive), time units")
     free_duration: float = option(10.0, "free phase length (the cap when tol > 0), time units")
     clamped_duration: float = option(2.0, "clamped phase length (the cap when tol > 0)")
-    tol: float = option(0.0, "steady-state stop: max |ds/dt| per sample below tol; 0 = off")
+    tol: float = option(
+        0.0, "steady-state stop: max |ds/dt| per sample below tol; 0 = off (steady: max_sweeps)"
+    )
     check_every: int = option(5, "steps between steady-state checks (tol > 0)")
     rtol: float = option(1e-5, "relative tolerance of adaptive methods")
     atol: float = option(1e-6, "absolute tolerance of adaptive methods")
+    max_sweeps: int = option(
+        3, 'method "steady": layer sweeps per phase (tol = 0), or their cap (tol > 0)'
+    )
 
     def check(self) -> None:
         _require(self.step > 0, "solver.step", self.step, "> 0")
@@ -78,6 +91,7 @@ class SolverConfig(Section):
         _require(self.tol >= 0, "solver.tol", self.tol, ">= 0")
         _require(self.check_every >= 1, "solver.check_every", self.check_every, ">= 1")
         _require(self.rtol > 0 and self.atol > 0, "solver.rtol/atol", (self.rtol, self.atol), "> 0")
+        _require(self.max_sweeps >= 1, "solver.max_sweeps", self.max_sweeps, ">= 1")
 
 
 @dataclass(frozen=True)
@@ -164,6 +178,26 @@ class RunConfig(ConfigBase):
 
     def check(self) -> None:
         _check_top_level(self.name, self.seed, self.device)
+        if (
+            self.solver.method == "steady"
+            and not RATE_FUNCTIONS[self.network.rate].identity_within_bounds
+        ):
+            ode = ", ".join(m for m, solver in SOLVERS.items() if solver.ode)
+            raise ConfigError(
+                f'solver.method "steady" needs a rate function that is the identity within its '
+                f"bounds (hard_sigmoid): network.rate {self.network.rate!r} has no closed-form "
+                f"population update; use an ODE method ({ode})"
+            )
+        t = self.train
+        negative = t.beta_sign == "random" or t.symmetric
+        if self.solver.method == "steady" and negative and t.beta * self.network.tau >= 1:
+            raise ConfigError(
+                f'solver.method "steady" with train.beta = {t.beta:g} and negative nudges '
+                f"({'train.symmetric' if t.symmetric else 'train.beta_sign = random'}) gives "
+                f"1 + r beta <= 0 for r = network.tau = {self.network.tau:g}: the nudged output "
+                f'has no steady state; use train.beta_sign = "positive" without symmetric '
+                f"nudging, train.beta < 1/r, or an ODE method"
+            )
         n_ff = len(self.network.sizes) - 1
         _require(
             len(self.train.lr) == n_ff,

@@ -62,14 +62,7 @@ def eq13(
     pops, fn = net.populations, net.neuron.fn
     identity = in_bounds and fn.identity_within_bounds
     rates = state if identity else fn.rho(state)
-    currents = []
-    for k in range(len(pops)):
-        cur = input_current if k == 0 else net.biases[k].expand(state.shape[0], -1)
-        for e in net.edges:
-            if e.dst == k and e.src >= 0:
-                cur = torch.addmm(cur, rates[:, pops[e.src]], net.projections[e.name].weight.T)
-        currents.append(cur)
-    dsdt = torch.cat(currents, 1)
+    dsdt = torch.cat([current(net, rates, k, input_current) for k in range(len(pops))], 1)
     if not identity:
         dsdt.mul_(fn.rho_prime(state))
     dsdt.addcmul_(state, net.tau.reciprocal(), value=-1.0)
@@ -77,6 +70,63 @@ def eq13(
         out = pops[-1]
         dsdt[:, out] -= beta * (state[:, out] - target)
     return dsdt
+
+
+def current(net, rates: Tensor, k: int, input_current: Tensor) -> Tensor:
+    """The synaptic current into population k, sum_{i->j} w_ij rho(s_i) + b_j, (B, n_k).
+
+    ``rates`` rho(s), (B, N); population 0 receives ``input_current`` (W_in x + b_1) in place of
+    its bias. One matrix product per recurrent projection into k (see :func:`recurrent_edges`).
+    """
+    pops = net.populations
+    cur = input_current if k == 0 else net.biases[k].expand(rates.shape[0], -1)
+    for e in net.edges:
+        if e.dst == k and e.src >= 0:
+            cur = torch.addmm(cur, rates[:, pops[e.src]], net.projections[e.name].weight.T)
+    return cur
+
+
+def recurrent_edges(net, k: int | None = None) -> int:
+    """Projections between populations (the input projection excluded), into k or all: the
+    matrix products of one evaluation of Eq. 13 (or of population k's current)."""
+    return sum(e.src >= 0 and (k is None or e.dst == k) for e in net.edges)
+
+
+def block_terms(net, k: int, cur: Tensor, beta=0.0, target: Tensor | None = None):
+    """Eq. 13 for population k within the rate function's bounds, as ds/dt = a - c * s.
+
+    For a rate function that is the identity within its bounds (the hard sigmoid: rho(s) = s,
+    rho'(s) = 1), the current ``cur`` I (:func:`current`) and the leak give a = I, c = 1/r for a
+    hidden population, and the nudge adds a = I + beta d, c = 1/r + beta for the output. Returns
+    (a, c), broadcastable to (B, n_k).
+    """
+    c = net.tau[net.populations[k]].reciprocal()
+    nudged = k == len(net.populations) - 1 and target is not None
+    if nudged and not (isinstance(beta, float) and beta == 0.0):
+        return cur + beta * target, c + beta
+    return cur, c
+
+
+def block_state(net, k: int, cur: Tensor, beta=0.0, target: Tensor | None = None) -> Tensor:
+    """The steady state of population k of Eq. 13 given the others, (B, n_k).
+
+    ds_j/dt = a_j - c_j s_j = 0 (:func:`block_terms`), projected onto the bounds [lo, hi]::
+
+        s_j = clip(r_j I_j, lo, hi)                                  (hidden populations)
+        s_j = clip(r_j (I_j + beta d_j) / (1 + r_j beta), lo, hi)    (the nudged output)
+
+    The output formula needs c = 1/r + beta > 0: a negative nudge with beta <= -1/r cancels or
+    reverses the leak, and the output has no interior fixed point (``solvers.Steady`` refuses
+    it).
+    """
+    a, c = block_terms(net, k, cur, beta, target)
+    return (a / c).clamp_(*net.neuron.fn.bounds)
+
+
+def block_residual(net, k: int, cur: Tensor, state: Tensor, beta=0.0, target=None) -> Tensor:
+    """Per-sample projected residual max_j |ds_j/dt| of population k at ``state`` (B, n_k)."""
+    a, c = block_terms(net, k, cur, beta, target)
+    return projected_residual(a - c * state, state, net.neuron.fn.bounds)
 
 
 class Field:
@@ -93,10 +143,13 @@ class Field:
         self.net, self.input_current, self.beta, self.target = net, input_current, beta, target
         self.bounds = net.neuron.fn.bounds
         self.nfe = 0
+        self.passes = 0  # matrix products of recurrent projections (recurrent_edges per call)
+        self._per_call = recurrent_edges(net)
         self.in_bounds = False  # set by the solver when every evaluation is at a projected state
 
     def __call__(self, t: Tensor, state: Tensor) -> Tensor:
         self.nfe += 1
+        self.passes += self._per_call
         return eq13(self.net, state, self.input_current, self.beta, self.target, self.in_bounds)
 
     def project_(self, state: Tensor) -> Tensor:
@@ -114,8 +167,15 @@ class Field:
         At a bound, the component that pushes outward is not motion (the state stays on the bound),
         so it does not count.
         """
-        f = self(torch.zeros((), device=state.device), state)
-        if self.bounds is not None:
-            lo, hi = self.bounds
-            f = torch.where(((state <= lo) & (f < 0)) | ((state >= hi) & (f > 0)), 0.0, f)
-        return f.abs().amax(1)
+        return projected_residual(
+            self(torch.zeros((), device=state.device), state), state, self.bounds
+        )
+
+
+def projected_residual(f: Tensor, state: Tensor, bounds) -> Tensor:
+    """max_j |f_j| per sample, (B,), with the components that push a state on a bound outward
+    (which do not move it) left out."""
+    if bounds is not None:
+        lo, hi = bounds
+        f = torch.where(((state <= lo) & (f < 0)) | ((state >= hi) & (f > 0)), 0.0, f)
+    return f.abs().amax(1)

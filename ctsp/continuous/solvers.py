@@ -30,6 +30,7 @@ from torchdiffeq import odeint
 
 from ..errors import ConfigError
 from ..registry import Registry
+from .field import block_residual, block_state, current, recurrent_edges
 
 TIME_UNITS = "r"  # the neuron time constant
 
@@ -38,12 +39,16 @@ TIME_UNITS = "r"  # the neuron time constant
 class RelaxStats:
     """What a relaxation cost and where it ended.
 
-    steps: fixed-grid steps taken (for adaptive methods: steps of the check grid);
-    nfe: vector-field evaluations, residual evaluations included; time: integrated duration;
+    steps: fixed-grid steps taken (for adaptive methods: steps of the check grid; for
+    "steady": layer sweeps); nfe: vector-field evaluations, residual evaluations included (for
+    "steady": sweeps, each computing every population's current once); time: integrated
+    duration (0 for "steady");
     converged: every sample's residual below ``tol`` (False when no tolerance was set);
     residual: the largest per-sample residual at the end — for fixed-grid methods the projected
     motion of the last step max_j |Delta s_j| / dt (for Euler: the projected field at the start
-    of that step), for adaptive methods max_j |ds_j/dt| of the projected field at the end.
+    of that step), for adaptive methods and "steady" max_j |ds_j/dt| of the projected field at
+    the end; passes: matrix products of the recurrent projections (the input current
+    W_in x + b_1 is computed once per phase by every method and not counted).
     """
 
     steps: int
@@ -51,6 +56,7 @@ class RelaxStats:
     time: float
     converged: bool
     residual: float
+    passes: int = 0
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,7 @@ class FixedGrid:
     """
 
     adaptive = False
+    ode = True
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -178,6 +185,7 @@ class Adaptive:
     there (``Field.residual``)."""
 
     adaptive = True
+    ode = True
     evaluates_in_bounds = False
 
     def __init__(self, name: str) -> None:
@@ -191,11 +199,89 @@ class Adaptive:
         return new, field.residual(new)
 
 
-SOLVERS: Registry[FixedGrid | Adaptive] = Registry(
+class Steady:
+    """The steady state of Eq. 13 by exact population updates in the loop's order (block
+    Gauss-Seidel), not by integrating time.
+
+    One sweep sets every population, h1 first and the output last, to its steady state given the
+    others (``field.block_state``: s = clip(r I) for a hidden population, the nudged output's
+    s = clip(r (I + beta d) / (1 + r beta))). In a feed-forward chain with one loop-back into
+    h1 every population but h1 is then at its fixed point, so the residual of the whole network
+    — the projected max_j |ds_j/dt| that the ODE stop uses — is h1's, computed from the current
+    that starts the next sweep (one loop-back product). Sweeps continue until every sample's
+    residual is below ``tol`` or ``max_sweeps`` are done; the phase duration does not apply.
+
+    The sweeps are a fixed-point iteration around the loop: they converge when the loop's gain
+    is below one, as in the bundled networks (docs/performance.md); a loop strong enough to make
+    them oscillate ends at ``max_sweeps`` with ``converged`` False and its residual in the stats.
+    Needs a rate function that is the identity within its bounds (the hard sigmoid), every
+    backward projection ending in the first population and no self-projection
+    (:meth:`check_network`), and a nudge with 1 + r beta > 0 on every output neuron
+    (:func:`check_nudge`): with beta <= -1/r the nudge cancels or reverses the leak, the output
+    has no interior fixed point and runs to a bound, and which bound can depend on the path —
+    the loop can then settle elsewhere than the ODE does. (Sending such outputs to their
+    bounds was measured to learn worse than nudging with a positive sign only:
+    docs/results.md.)
+    """
+
+    adaptive = False
+    ode = False
+    evaluates_in_bounds = True
+    name = "steady"
+
+    @staticmethod
+    def check_network(net) -> None:
+        """Refuse a network whose steady state this method cannot find (one-line ConfigError)."""
+        fn = net.neuron.fn
+        if not fn.identity_within_bounds:
+            raise ConfigError(
+                f"solver 'steady' needs a rate function that is the identity within its bounds "
+                f"(hard_sigmoid): rate {fn.name!r} has no closed-form population update; use an "
+                f"ODE method ({', '.join(ode_methods())})"
+            )
+        for e in net.edges:
+            if e.src >= 0 and (e.src == e.dst or (e.src > e.dst and e.dst != 0)):
+                raise ConfigError(
+                    f"solver 'steady' needs every backward projection to end in the first "
+                    f"population and no self-projection; projection {e.name!r} runs "
+                    f"{e.src} -> {e.dst}"
+                )
+
+    def solve(self, field, state: Tensor, *, tol: float, max_sweeps: int):
+        """Sweep from ``state`` (projected; modified in place): (state, residual (B,), sweeps,
+        converged)."""
+        net, pops = field.net, field.net.populations
+        check_nudge(net, field.beta)
+        first = pops[0]
+        sweeps = 0
+        if field.target is not None:
+            # the nudge changes the output's equation alone: set the output first, so that a
+            # phase started from a free fixed point does not begin by recomputing h1 ... h_L
+            last = len(pops) - 1
+            cur = current(net, state, last, field.input_current)
+            field.passes += recurrent_edges(net, last)
+            state[:, pops[last]] = block_state(net, last, cur, field.beta, field.target)
+        while True:
+            for k, cols in enumerate(pops):
+                # within the bounds rho(s) = s, so the state is the rate
+                cur = current(net, state, k, field.input_current)
+                field.passes += recurrent_edges(net, k)
+                if k == 0 and sweeps > 0:
+                    res = block_residual(net, 0, cur, state[:, first], field.beta, field.target)
+                    converged = tol > 0 and bool((res < tol).all())
+                    if converged or sweeps >= max_sweeps:
+                        return state, res, sweeps, converged
+                state[:, cols] = block_state(net, k, cur, field.beta, field.target)
+            sweeps += 1
+            field.nfe += 1
+
+
+SOLVERS: Registry[FixedGrid | Adaptive | Steady] = Registry(
     "solver",
     {
         **{m: FixedGrid(m) for m in ("euler", "midpoint", "heun2", "heun3", "rk4")},
         **{m: Adaptive(m) for m in ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")},
+        "steady": Steady(),
     },
     refused={
         "explicit_adams": "torchdiffeq's explicit Adams method diverges on ds/dt = -s at the "
@@ -204,6 +290,26 @@ SOLVERS: Registry[FixedGrid | Adaptive] = Registry(
         "chunk, so results would depend on solver.check_every and record.stride",
     },
 )
+
+
+def check_nudge(net, beta) -> None:
+    """Refuse a nudge for which the output has no interior fixed point: 1 + r beta <= 0."""
+    if isinstance(beta, float) and beta == 0.0:
+        return
+    r = net.tau[net.populations[-1]]
+    b = torch.as_tensor(beta, dtype=r.dtype, device=r.device).reshape(-1, 1)
+    if not bool((1.0 + r * b > 0).all()):
+        raise ConfigError(
+            f"solver 'steady': the nudge beta = {float(b.min()):g} with time constant r = "
+            f"{float(r.max()):g} gives 1 + r beta <= 0, where the nudged output has no steady "
+            f"state (it runs to a bound); nudge with |beta| < 1/r when negative "
+            f'(train.beta_sign = "positive", or a smaller train.beta) or use an ODE method'
+        )
+
+
+def ode_methods() -> tuple[str, ...]:
+    """The registered methods that integrate Eq. 13 in time (all but "steady")."""
+    return tuple(m for m, solver in SOLVERS.items() if solver.ode)
 
 
 def step_count(duration: float, step: float) -> int:
@@ -223,8 +329,10 @@ def relax(
     rtol: float = 1e-5,
     atol: float = 1e-6,
     record_every: int | None = None,
+    max_sweeps: int = 3,
 ) -> Relaxation:
-    """Integrate ``field`` from ``s0`` over ``[0, duration]``.
+    """Integrate ``field`` from ``s0`` over ``[0, duration]`` (or, for ``method="steady"``,
+    sweep to its steady state).
 
     Args:
         field: callable f(t, s) -> ds/dt with ``project_``, ``callback_step``, ``residual`` and an
@@ -236,8 +344,25 @@ def relax(
         tol: steady-state tolerance on max_j |ds_j/dt| per sample; 0 disables the early stop.
         check_every: steps between residual checks when ``tol`` > 0.
         record_every: record the state every this many steps (None: no trajectory).
+        max_sweeps: the sweep cap of "steady" (which ignores duration, step, check_every,
+            rtol and atol).
     """
     solver = SOLVERS[method]
+    if isinstance(solver, Steady):
+        if record_every is not None:
+            raise ConfigError(
+                "solver 'steady' records no trajectory: record with an ODE method (the run's "
+                "recorder integrates the recorded samples with euler, see analysis.recording)"
+            )
+        if max_sweeps < 1:
+            raise ConfigError(f"solver 'steady' needs max_sweeps >= 1; got {max_sweeps}")
+        solver.check_network(field.net)
+        field.in_bounds = True
+        state, last, sweeps, converged = solver.solve(
+            field, field.project_(s0.clone()), tol=tol, max_sweeps=max_sweeps
+        )
+        stats = RelaxStats(sweeps, field.nfe, 0.0, converged, float(last.max()), field.passes)
+        return Relaxation(state, stats)
     if duration < 0 or step <= 0:
         raise ConfigError(f"solver needs duration >= 0 and step > 0; got {duration}, {step}")
     n_steps = step_count(duration, step)
@@ -276,6 +401,7 @@ def relax(
         time=done * dt,
         converged=converged,
         residual=float(final.max()) if final.numel() else 0.0,
+        passes=field.passes,
     )
     if not record:
         return Relaxation(state, stats)

@@ -36,13 +36,21 @@ BETA_SIGNS = Registry(
 RESUMABLE_KEYS = ("train.epochs", "device", "record.", "train.health")
 
 
+def resumable_keys(config) -> tuple[str, ...]:
+    """:data:`RESUMABLE_KEYS`, and for a run with an ODE method also ``solver.max_sweeps``,
+    which only the "steady" method reads (so runs made before the key existed resume)."""
+    return RESUMABLE_KEYS + (() if config.solver.method == "steady" else ("solver.max_sweeps",))
+
+
 @dataclass(frozen=True)
 class PhaseStats:
-    """Mean steps and function evaluations per minibatch of one phase, and the converged share."""
+    """Mean steps, function evaluations and matrix passes per minibatch of one phase, and the
+    converged share."""
 
     steps: float
     nfe: float
     converged: float
+    passes: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -97,21 +105,24 @@ class Trainer:
         target,
         duration: float,
         record_every: int | None = None,
+        method: str | None = None,
     ):
-        """One phase with the config's solver; ``record_every``: also return the trajectory."""
+        """One phase with the config's solver (or ``method``); ``record_every``: also return
+        the trajectory."""
         s = self.config.solver
         field = Field(self.net, x_current, beta, target)
         return relax(
             field,
             s0,
             duration,
-            method=s.method,
+            method=method or s.method,
             step=s.step,
             tol=s.tol,
             check_every=s.check_every,
             rtol=s.rtol,
             atol=s.atol,
             record_every=record_every,
+            max_sweeps=s.max_sweeps,
         )
 
     def free_phase(self, x: Tensor, s0: Tensor | None = None):
@@ -232,7 +243,10 @@ class Trainer:
             "clamped_steps": cs.steps,
             "free_nfe": fs.nfe,
             "clamped_nfe": cs.nfe,
+            "free_passes": fs.passes,
+            "clamped_passes": cs.passes,
             "free_converged": fs.converged,
+            "clamped_converged": cs.converged,
         }
 
     def eval_metrics(self, data) -> dict:
@@ -254,7 +268,11 @@ class Trainer:
             self.persistent.copy_(ckpt["persistent"])
 
     def summary(self, row: dict) -> str:
-        return f"steps free {row['free_steps']:.0f} clamped {row['clamped_steps']:.0f}"
+        passes = row["free_passes"] + row["clamped_passes"]
+        return (
+            f"steps free {row['free_steps']:.0f} clamped {row['clamped_steps']:.0f}, "
+            f"{passes:.0f} matrix passes"
+        )
 
 
 def mean_stats(stats) -> PhaseStats:
@@ -264,6 +282,7 @@ def mean_stats(stats) -> PhaseStats:
         float(np.mean([s.steps for s in stats])),
         float(np.mean([s.nfe for s in stats])),
         float(np.mean([s.converged for s in stats])),
+        float(np.mean([s.passes for s in stats])),
     )
 
 

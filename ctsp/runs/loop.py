@@ -72,6 +72,7 @@ def resolve_device(name: str) -> torch.device:
 UNITS = {
     "seconds": "s",
     "steps": "solver steps per minibatch",
+    "passes": "matrix products per minibatch",
     "error": "fraction",
     "saturated": "fraction",
 }
