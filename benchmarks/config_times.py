@@ -14,6 +14,7 @@ that stops relaxations at a tolerance depend on the training; the estimate is th
 first minibatches. Writes ``ctsp/configs/times.json`` (read by ``ctsp configs``):
 
     python benchmarks/config_times.py     # about 10 minutes on 2 cores, on a quiet machine
+    python benchmarks/config_times.py --configs fmnist-2x1500   # re-time some, keep the rest
 """
 
 from __future__ import annotations
@@ -101,14 +102,25 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=2, help="timed minibatches per config")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument(
+        "--configs", nargs="+", help="time only these and keep the others' entries in --out"
+    )
     args = ap.parse_args(argv)
-    result = {"machine": machine_line(), "command": "python benchmarks/config_times.py"}
+    command = "python benchmarks/config_times.py"
+    result = {"machine": machine_line(), "command": command}
+    times = {}
+    if args.configs:  # the machine and command of the kept entries stay as recorded
+        kept = json.loads(args.out.read_text())
+        times = kept["configs"]
+        result = {**kept, "updated": f"{command} --configs {' '.join(args.configs)} on "
+                  f"{machine_line()}"}  # fmt: skip
     # the numba CHL kernel compiles (or loads from its cache) on first use: not in a timing
     w = torch.zeros(3, 2)
     chl_update(w, torch.ones(1, 2), torch.zeros(1, 3), torch.ones(1, 3), 1.0, backend="numba")
-    times = {}
     for cls in cfg.ROOTS.values():
         for name in cfg.bundled_names(cls):
+            if args.configs and name not in args.configs:
+                continue
             config = cfg.load(name, cls)
             times[name] = estimate(config, args.batches)
             est = times[name]

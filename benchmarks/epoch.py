@@ -1,18 +1,21 @@
-"""Seconds per training epoch and relaxation steps per phase, with and without steady-state stop.
+"""Seconds per training epoch and matrix passes per minibatch: the bundled ODE settings against
+the "steady" solver, and whether both reach the same fixed points.
 
-Runs, in one process and one after another, training minibatches of a bundled config (default
-``fmnist-2x1500``: 784-1500-1500-10, batch 20, free 15 / clamped 3 time units, Euler eps 0.5)
-for each variant below, from the same initial network, and prints seconds per epoch (measured
-over ``--batches`` minibatches and scaled to the full epoch when fewer are run), mean steps per
-free and clamped phase, and the share of phases that met the tolerance:
+For each config (default ``fmnist-2x1500`` and ``fmnist-3x1500``) and each variant — the bundled
+settings with ``solver.method`` set to ``euler`` (the config's Euler step and phase durations,
+its steady-state stop), and ``steady`` (layer sweeps to the same ``solver.tol``) — trains
+``--batches`` minibatches from the same initial network, in one process, one variant after the
+other, and prints seconds per epoch (scaled from the minibatches run to the full epoch),
+mean sweeps or steps per free and clamped phase, matrix passes per minibatch and the share of
+phases that met the tolerance (after 5 untimed warm-up minibatches per variant).
+``--persistent`` adds each variant with persistent states.
 
-- ``fixed``: fixed phase durations (no steady-state stop);
-- ``tol=T``: steady-state stop, residual max_j |ds_j/dt| < T for every sample, checked every
-  ``check_every`` steps; the durations are the caps;
-- ``tol=T + persistent``: as above, each example's free phase starting from its last fixed point.
+Then, on the network the Euler variant trained, it compares the free-phase fixed points of
+``--check`` test images: each method's state against a reference integrated by projected Euler
+(step 0.5, stable for r = 1) to a residual of 1e-7, as max |s - s*| and the largest residual.
 
-    python benchmarks/epoch.py                       # one full epoch per variant (~8 min here)
-    python benchmarks/epoch.py --batches 300 --tol 1e-3 1e-2
+    python benchmarks/epoch.py                                  # 300 minibatches per variant
+    python benchmarks/epoch.py --configs fmnist-2x1500 --batches 3000   # one full epoch
 """
 
 from __future__ import annotations
@@ -26,66 +29,115 @@ import torch
 from ctsp import config as cfg
 from ctsp import data as datasets
 from ctsp.app import build_loop_network
-from ctsp.continuous import Trainer
+from ctsp.continuous import Field, Trainer, relax
 from ctsp.runs import machine_line
 
 
-def run(config: cfg.RunConfig, data: datasets.Dataset, batches: int) -> tuple[float, list, list]:
+def train(config: cfg.RunConfig, data: datasets.Dataset, batches: int):
+    """``batches`` minibatches of a seeded order from the seeded initial network: (seconds,
+    free stats, clamped stats, trainer)."""
     net = build_loop_network(config)
     trainer = Trainer(net, config, torch.device("cpu"), data.train_x.shape[0])
     bs = config.train.batch_size
     order = torch.randperm(data.train_x.shape[0], generator=torch.Generator().manual_seed(0))
+    signs = torch.randint(0, 2, (batches,), generator=torch.Generator().manual_seed(1)) * 2 - 1
     free, clamped = [], []
     t0 = time.perf_counter()
     with torch.no_grad():
         for k in range(batches):
             idx = order[k * bs : (k + 1) * bs]
-            _, fs, cs = trainer.train_batch(data.train_x[idx], data.train_y[idx], idx, 1.0)
+            sign = float(signs[k]) if config.train.beta_sign == "random" else 1.0
+            _, fs, cs = trainer.train_batch(data.train_x[idx], data.train_y[idx], idx, sign)
             free.append(fs)
             clamped.append(cs)
-    return time.perf_counter() - t0, free, clamped
+    return time.perf_counter() - t0, free, clamped, trainer
+
+
+def fixed_points(trainer: Trainer, configs: dict, x: torch.Tensor) -> list[str]:
+    """Free-phase fixed points of ``x`` by each variant's solver against a converged reference."""
+    net = trainer.net
+    with torch.no_grad():
+        current = net.input_current(x)
+        ref = relax(
+            Field(net, current), net.zero_state(x.shape[0]), 5000.0, method="euler", step=0.5,
+            tol=1e-7, check_every=20,
+        )  # fmt: skip
+        lines = [
+            f"  reference: projected Euler step 0.5 to residual {ref.stats.residual:.1e} "
+            f"({ref.stats.steps} steps, converged {ref.stats.converged})"
+        ]
+        for name, config in configs.items():
+            s = config.solver
+            out = relax(
+                Field(net, current), net.zero_state(x.shape[0]), s.free_duration,
+                method=s.method, step=s.step, tol=s.tol, check_every=s.check_every,
+                max_sweeps=s.max_sweeps,
+            )  # fmt: skip
+            gap = float((out.state - ref.state).abs().max())
+            lines.append(
+                f"  {name:<10} max |s - s*| {gap:.1e}, residual {out.stats.residual:.1e} "
+                f"(tol {s.tol:g}), {out.stats.steps} steps, {out.stats.passes} matrix passes"
+            )
+    return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", default="fmnist-2x1500")
-    ap.add_argument("--batches", type=int, help="minibatches per variant (default: one epoch)")
-    ap.add_argument("--tol", type=float, nargs="+", default=[1e-3])
+    ap.add_argument("--configs", nargs="+", default=["fmnist-2x1500", "fmnist-3x1500"])
+    ap.add_argument("--batches", type=int, default=300, help="minibatches per variant")
+    ap.add_argument("--check", type=int, default=200, help="test images for the fixed points")
+    ap.add_argument("--persistent", action="store_true", help="also with persistent states")
     args = ap.parse_args()
-    base = cfg.load(args.config)
-    data = datasets.load(base.data.name, data_dir=base.data.dir or None)
-    per_epoch = -(-data.train_x.shape[0] // base.train.batch_size)
-    batches = min(args.batches or per_epoch, per_epoch)
     print(f"machine: {machine_line()}")
-    s = base.solver
-    print(
-        f"{args.config}: sizes {list(base.network.sizes)}, batch {base.train.batch_size}, "
-        f"{s.method} eps {s.step}, free {s.free_duration} / clamped {s.clamped_duration} time "
-        f"units; {batches} of {per_epoch} minibatches per variant"
+    header = (
+        f"{'config':<14} {'variant':<22} {'s/epoch':>8} {'free':>6} {'clamped':>8} "
+        f"{'passes':>7} {'free conv':>9} {'clamped conv':>12}"
     )
-    variants = [("fixed", [])]
-    for tol in args.tol:
-        variants.append((f"tol={tol:g}", [(["solver", "tol"], tol)]))
-        variants.append(
-            (
-                f"tol={tol:g} + persistent",
-                [(["solver", "tol"], tol), (["train", "persistent"], True)],
-            )
-        )
-    print(
-        f"{'variant':<24} {'s/epoch':>8} {'free steps':>11} {'clamped steps':>14} {'converged':>10}"
-    )
-    for name, overrides in variants:
-        seconds, free, clamped = run(cfg.with_overrides(base, overrides), data, batches)
-        conv = np.mean([f.converged for f in free]) if "tol" in name else float("nan")
-        free_steps, clamped_steps = (
-            np.mean([f.steps for f in free]),
-            np.mean([c.steps for c in clamped]),
-        )
+    for name in args.configs:
+        base = cfg.load(name)
+        data = datasets.load(base.data.name, data_dir=base.data.dir or None)
+        per_epoch = -(-data.train_x.shape[0] // base.train.batch_size)
+        batches = min(args.batches, per_epoch)
+        s = base.solver
         print(
-            f"{name:<24} {seconds * per_epoch / batches:>8.1f} {free_steps:>11.1f} "
-            f"{clamped_steps:>14.1f} {conv:>10.2f}"
+            f"\n{name}: sizes {list(base.network.sizes)}, batch {base.train.batch_size}, "
+            f"euler eps {s.step}, free {s.free_duration} / clamped {s.clamped_duration} time "
+            f"units, tol {s.tol:g}; steady: max {s.max_sweeps} sweeps; {batches} of {per_epoch} "
+            f"minibatches per variant"
         )
+        print(header)
+        configs = {
+            "euler": cfg.with_overrides(base, [(["solver", "method"], "euler")]),
+            "steady": cfg.with_overrides(base, [(["solver", "method"], "steady")]),
+        }
+        variants = dict(configs)
+        if args.persistent:
+            for m, c in configs.items():
+                variants[f"{m} + persistent"] = cfg.with_overrides(
+                    c, [(["train", "persistent"], True)]
+                )
+        seconds, trained = {}, None
+        for config in variants.values():  # warm-up, untimed: numba's kernel, allocator, caches
+            train(config, data, 5)
+        for variant, config in variants.items():
+            sec, free, clamped, trainer = train(config, data, batches)
+            seconds[variant] = sec
+            if variant == "euler":
+                trained = trainer
+
+            def mean(stats, key):
+                return float(np.mean([getattr(x, key) for x in stats]))
+
+            passes = mean(free, "passes") + mean(clamped, "passes")
+            print(
+                f"{name:<14} {variant:<22} {sec * per_epoch / batches:>8.1f} "
+                f"{mean(free, 'steps'):>6.1f} {mean(clamped, 'steps'):>8.1f} {passes:>7.1f} "
+                f"{mean(free, 'converged'):>9.2f} {mean(clamped, 'converged'):>12.2f}"
+            )
+        print(f"  speed-up of steady over euler: {seconds['euler'] / seconds['steady']:.2f}x")
+        print(f"fixed points of {args.check} test images after the euler variant's minibatches:")
+        for line in fixed_points(trained, configs, data.test_x[: args.check]):
+            print(line)
 
 
 if __name__ == "__main__":

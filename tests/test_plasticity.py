@@ -138,6 +138,14 @@ def test_auto_follows_the_fixed_density_rule_and_matches_the_reference(dtype):
         _assert_close(w, _reference(weight, pre, free, sparse, 0.1), _tol(dtype))
     narrow = weight[:, : n_pre - 1].contiguous()
     assert plasticity.auto_backend(narrow, torch.zeros(batch, n_post, dtype=dtype)) == "torch"
+    # a projection of AUTO_LARGE weights uses numba up to AUTO_DENSITY_LARGE
+    large = torch.zeros(plasticity.AUTO_LARGE // 1000, 1000, dtype=dtype)
+    diff = torch.zeros(4, large.shape[0], dtype=dtype)
+    diff.view(-1)[: int(0.6 * diff.numel())] = 1.0
+    assert plasticity.AUTO_DENSITY < 0.6 < plasticity.AUTO_DENSITY_LARGE
+    assert plasticity.auto_backend(large, diff) == "numba"
+    diff.fill_(1.0)
+    assert plasticity.auto_backend(large, diff) == "torch"
 
 
 def test_auto_is_reproducible_across_processes():

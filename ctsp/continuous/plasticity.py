@@ -42,6 +42,8 @@ from ..registry import Registry
 
 __all__ = [
     "AUTO_DENSITY",
+    "AUTO_DENSITY_LARGE",
+    "AUTO_LARGE",
     "AUTO_MIN_PRE",
     "BACKENDS",
     "CHL",
@@ -71,6 +73,12 @@ _NUMBA_DTYPES: dict[torch.dtype, type] = {torch.float32: np.float32, torch.float
 # this project's 2-core machine (docs/performance.md). A fixed rule, not a per-process timing,
 # so that two seeded runs give the same weights.
 AUTO_DENSITY = 0.45
+# ... and below this density for projections of at least AUTO_LARGE weights (beyond the cache),
+# where torch's batch-20 outer-product GEMM is slow: for 1500x1500 the crossover measured
+# 0.65-0.74 (docs/performance.md), and at the bundled steady settings numba took 1.4 ms against
+# torch's 3.9 ms at density 0.52 (issue 16).
+AUTO_DENSITY_LARGE = 0.7
+AUTO_LARGE = 2_000_000
 # ... and torch for projections from fewer presynaptic neurons (the kernel's per-row work does
 # not pay: the loop-back 1500x10 measured 1.3-2.1x slower than torch at every density).
 AUTO_MIN_PRE = 64
@@ -169,14 +177,16 @@ def _torch_apply(weight: torch.Tensor, pre: torch.Tensor, diff: torch.Tensor, sc
 def auto_backend(weight: torch.Tensor, diff: torch.Tensor) -> str:
     """The backend ``"auto"`` uses for this weight and rate difference (no validation): numba
     on CPU for float32/float64 when the projection has at least :data:`AUTO_MIN_PRE`
-    presynaptic neurons and fewer than :data:`AUTO_DENSITY` of the differences are nonzero,
-    else torch. The choice depends only on the tensors, so a seeded run repeats exactly."""
+    presynaptic neurons and fewer than :data:`AUTO_DENSITY` of the differences are nonzero
+    (:data:`AUTO_DENSITY_LARGE` for projections of at least :data:`AUTO_LARGE` weights), else
+    torch. The choice depends only on the tensors, so a seeded run repeats exactly."""
     if weight.device.type != "cpu" or weight.dtype not in _NUMBA_DTYPES or diff.numel() == 0:
         return "torch"
     if weight.shape[1] < AUTO_MIN_PRE:
         return "torch"
     density = torch.count_nonzero(diff).item() / diff.numel()
-    return "numba" if density < AUTO_DENSITY else "torch"
+    large = weight.numel() >= AUTO_LARGE
+    return "numba" if density < (AUTO_DENSITY_LARGE if large else AUTO_DENSITY) else "torch"
 
 
 # --------------------------------------------------------------------------------------
