@@ -111,6 +111,7 @@ def test_resume_refuses_a_different_config(tmp_path):
         simulate(small(1), tmp_path / "empty", resume=True, progress=False)
 
 
+@pytest.mark.slow
 def test_max_sweeps_matters_to_a_resumed_run_only_under_steady(tmp_path):
     """solver.max_sweeps is read by "steady" alone: an Euler run resumes with another value
     (runs saved before the key existed), a steady run refuses it."""

@@ -65,7 +65,9 @@ def steady(net, cur, beta, target, s0, **kw):
 SYMMETRIC = torch.tensor([[0.4], [0.4], [0.4], [-0.4], [-0.4], [-0.4]], dtype=torch.float64)
 
 
-@pytest.mark.parametrize("hidden", [1, 2, 3])
+@pytest.mark.parametrize(
+    "hidden", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)]
+)
 @pytest.mark.parametrize("loop", ["learned", "fixed", "none"])
 @pytest.mark.parametrize("beta", [0.0, 0.7, -0.4, "symmetric"])
 def test_steady_state_equals_long_euler(hidden, loop, beta):
@@ -237,6 +239,7 @@ def test_training_step_with_steady_equals_converged_euler():
         torch.testing.assert_close(a, b, atol=1e-9, rtol=0, msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["default", *cfg.bundled_names()])
 def test_every_bundled_config_trains_with_steady(name):
     """`--solver steady` on every bundled continuous config (and the default) passes the
