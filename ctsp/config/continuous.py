@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..continuous import BETA_SIGNS, CHL_BACKENDS, LOOP_MODES, SOLVERS
+from ..continuous import BETA_SIGNS, CHL_BACKENDS, LOOP_MODES, SOLVERS, ode_methods
 from ..data import DATASET_NAMES
 from ..errors import ConfigError
 from ..nn import RATE_FUNCTIONS
@@ -182,7 +182,7 @@ class RunConfig(ConfigBase):
             self.solver.method == "steady"
             and not RATE_FUNCTIONS[self.network.rate].identity_within_bounds
         ):
-            ode = ", ".join(m for m, solver in SOLVERS.items() if solver.ode)
+            ode = ", ".join(ode_methods())
             raise ConfigError(
                 f'solver.method "steady" needs a rate function that is the identity within its '
                 f"bounds (hard_sigmoid): network.rate {self.network.rate!r} has no closed-form "
