@@ -54,7 +54,9 @@ _EXPORTS = {
     "DivergenceError": ("ctsp.errors", "DivergenceError"),
     "RunDirError": ("ctsp.errors", "RunDirError"),
     "LearningError": ("ctsp.errors", "LearningError"),
+    "CtspWarning": ("ctsp.errors", "CtspWarning"),
     "LearningWarning": ("ctsp.errors", "LearningWarning"),
+    "PerformanceWarning": ("ctsp.errors", "PerformanceWarning"),
     "WriteError": ("ctsp.errors", "WriteError"),
 }
 

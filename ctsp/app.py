@@ -9,12 +9,15 @@ This module and ``ctsp.cli`` are the only parts of ``ctsp`` that import ``models
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 
 from . import continuous, discrete, runs
 from .config import ARCHS, DiscreteRunConfig, RunConfig
+from .errors import PerformanceWarning
+from .nn import has_convolutions, precision_warning
 from .runs import Recorder, RunResult
 
 
@@ -44,15 +47,20 @@ def build_recorders(config: RunConfig, data) -> list[Recorder]:
 
 def build_discrete_network(config: DiscreteRunConfig, image_shape: tuple[int, int, int], classes):
     """The network of ``config.model`` and ``config.signal``, seeded by ``config.seed``
-    (``models.spiking`` for ``arch = "snn"``, else ``models.discrete``)."""
+    (``models.spiking`` for ``arch = "snn"``, else ``models.discrete``); the weights of a
+    convolutional network channels-last (``ctsp.nn.precision``)."""
     torch.manual_seed(config.seed)
     if config.model.arch == "snn":
         from models.spiking import build as build_snn
 
-        return build_snn(config, image_shape, classes)
-    from models.discrete import build
+        net = build_snn(config, image_shape, classes)
+    else:
+        from models.discrete import build
 
-    return build(config.model, config.signal, image_shape, classes)
+        net = build(config.model, config.signal, image_shape, classes)
+    if has_convolutions(net):
+        net = net.to(memory_format=torch.channels_last)
+    return net
 
 
 def make_learner(net, config: DiscreteRunConfig) -> discrete.Learner:
@@ -81,9 +89,9 @@ def simulate(
         out: run directory (default runs/<UTC timestamp>-<name>).
         force: overwrite an existing non-empty run directory.
         resume: continue the run in ``out`` from its checkpoint (the config may differ from the
-            saved one only in ``train.epochs``, ``device`` and the ``record`` section, and in
-            the learning-rate schedule of epochs not trained yet; more epochs than the saved
-            run's train the new ones at the schedule's last rate, see
+            saved one only in ``train.epochs``, ``device``, ``threads`` and the ``record``
+            section, and in the learning-rate schedule of epochs not trained yet; more epochs
+            than the saved run's train the new ones at the schedule's last rate, see
             :func:`ctsp.runs.resumed_config`).
         progress: show a progress bar within each epoch (stderr).
         log: callable receiving one summary line per epoch (default: print to stdout).
@@ -97,7 +105,8 @@ def simulate(
     data = runs.load_data(config) if data is None else data
     continuous.check_sizes(config, data)
     recorders = build_recorders(config, data) if recorders is None else recorders
-    with runs.run_directory(out, config.name, force=force, resume=resume) as path:
+    run_dir = runs.run_directory(out, config.name, force=force, resume=resume)
+    with runs.cpu_threads(config.threads), run_dir as path:
         config = runs.resumed_config(path, config) if resume else config
         net = (build_loop_network(config) if network is None else network).to(device)
         trainer = continuous.Trainer(net, config, device, data.train_x.shape[0])
@@ -131,15 +140,20 @@ def train(
 ) -> RunResult:
     """Train the discrete (or spiking) network of ``config`` and write its run directory.
 
-    Arguments as :func:`simulate`; ``resume`` may change ``train.epochs``, ``device`` and
-    ``train.recalibrate_bn``. ``network``: default the ``models`` network of ``config.model``
-    and ``config.signal``; ``data``: default ``config.data``; ``recorders``: none by default.
+    Arguments as :func:`simulate`; ``resume`` may change ``train.epochs``, ``device``,
+    ``threads`` and ``train.recalibrate_bn``. ``network``: default the ``models`` network of
+    ``config.model`` and ``config.signal``; ``data``: default ``config.data``; ``recorders``:
+    none by default.
     """
     device = runs.resolve_device(config.device)
+    slow = precision_warning(config.train.precision, str(device))
+    if slow:
+        warnings.warn(slow, PerformanceWarning, stacklevel=2)
     data = runs.load_data(config) if data is None else data
     if network is None:
         network = build_discrete_network(config, data.image_shape, data.classes)
-    with runs.run_directory(out, config.name, force=force, resume=resume) as path:
+    run_dir = runs.run_directory(out, config.name, force=force, resume=resume)
+    with runs.cpu_threads(config.threads), run_dir as path:
         config = runs.resumed_config(path, config) if resume else config
         net = network.to(device)
         trainer = discrete.DiscreteTrainer(net, make_learner(net, config), config, device)

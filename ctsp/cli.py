@@ -113,6 +113,9 @@ def _run_arguments(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--batch-size", type=int, help="minibatch size (train.batch_size)")
     p.add_argument("--seed", type=int, help="random seed (seed)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (device)")
+    p.add_argument(
+        "--threads", type=int, metavar="N", help="CPU threads of torch and numba (threads)"
+    )
     p.add_argument("--name", help="run name (name)")
     p.add_argument(
         "--set",
@@ -159,6 +162,7 @@ FLAG_KEYS = {
     "lr": "train.lr",
     "seed": "seed",
     "device": "device",
+    "threads": "threads",
     "name": "name",
     "record": "record.trajectories",
 }
@@ -290,9 +294,9 @@ def _data(args: argparse.Namespace) -> int:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings as one line on stderr: ``ctsp: warning: <message>``."""
-    from .errors import LearningWarning
+    from .errors import CtspWarning
 
-    where = "" if issubclass(category, LearningWarning) else f" ({filename}:{lineno})"
+    where = "" if issubclass(category, CtspWarning) else f" ({filename}:{lineno})"
     print(f"ctsp: warning: {message}{where}", file=sys.stderr if file is None else file)
 
 

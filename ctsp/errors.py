@@ -45,8 +45,17 @@ class LearningError(CtspError):
     exit_code = 1
 
 
-class LearningWarning(UserWarning):
+class CtspWarning(UserWarning):
+    """ctsp's own warnings about a run (the command line shows them as one line)."""
+
+
+class LearningWarning(CtspWarning):
     """A run that is not learning (at chance or saturated); see ``ctsp.runs.health``."""
+
+
+class PerformanceWarning(CtspWarning):
+    """A setting that works but runs slowly on this machine (e.g. bfloat16 without native
+    support, ``ctsp.nn.precision_warning``)."""
 
 
 class WriteError(CtspError, OSError):

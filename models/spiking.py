@@ -37,7 +37,7 @@ from ctsp.nn import (
     make_generator,
     pooled_size,
 )
-from ctsp.spiking import NEURON_MODELS, RULES, Readout, SpikingLayer, autocast, repeat_in_time
+from ctsp.spiking import NEURON_MODELS, RULES, Readout, SpikingLayer, repeat_in_time
 
 from .discrete import DiscreteNetwork, target_shape
 
@@ -55,7 +55,6 @@ class SpikingNetwork(DiscreteNetwork):
         time_steps: T.
         spike_loss: what each layer's loss sees: "surrogate" (the firing rate mean_t s_t, with
             the surrogate gradient) or "voltage" (the mean pre-spike membrane voltage).
-        precision: "float32", or the autocast type of the layers ("float16", "bfloat16").
     """
 
     def __init__(
@@ -68,33 +67,25 @@ class SpikingNetwork(DiscreteNetwork):
         compare: str = "dot",
         time_steps: int = 4,
         spike_loss: str = "surrogate",
-        precision: str = "float32",
     ) -> None:
         super().__init__(layers, names, signal, into=into, prediction="classifier", compare=compare)
-        self.time_steps, self.spike_loss, self.precision = time_steps, spike_loss, precision
+        self.time_steps, self.spike_loss = time_steps, spike_loss
 
     @property
     def readout(self) -> Readout:
         return self.layers[-1]
 
-    def autocast(self, x: Tensor):
-        return autocast(x.device, self.precision)
-
     def features(self, x: Tensor) -> Tensor:
         """The spike train (T, B, ...) of the last spiking layer, the input path only."""
         h = repeat_in_time(x, self.time_steps)
-        with self.autocast(x):
-            for layer in self.layers[:-1]:
-                h = layer(h).h
+        for layer in self.layers[:-1]:
+            h = layer(h).h
         return h
 
     def forward(self, x: Tensor) -> Tensor:
         """Inference (and BP-surrogate): the classifier's logits (B, m), averaged over the T
         steps, in float32. Differentiable through the surrogate spikes of every layer."""
-        h = self.features(x)
-        with self.autocast(x):
-            z = self.readout(h)
-        return z.float()
+        return self.readout(self.features(x)).float()
 
     def pairs(self, x: Tensor) -> Iterator[tuple[Tensor, Tensor | None]]:
         """Forward pass with the learning signal: yields each layer's loss inputs in order.
@@ -106,10 +97,11 @@ class SpikingNetwork(DiscreteNetwork):
         classification layer: (z, None), z the time-averaged logits.
 
         The spike trains go on to the next layer detached (no gradient crosses a layer; the
-        generator's output is not detached before layer 1). Layers run under the autocast of
-        ``precision``; the next layer is computed only when the caller asks for it, after it
-        has used (h_i, t_i) (so layer i has been updated; its outputs came from the weights
-        before the update).
+        generator's output is not detached before layer 1). The next layer is computed only
+        when the caller asks for it, after it has used (h_i, t_i) (so layer i has been updated;
+        its outputs came from the weights before the update). Under ``train.precision``'s
+        autocast (the trainer's) the layers' products run in the low type; what is yielded is
+        float32.
         """
         sig, steps, b = self.signal, self.time_steps, x.shape[0]
         voltage = self.spike_loss == "voltage"
@@ -119,13 +111,10 @@ class SpikingNetwork(DiscreteNetwork):
             t = repeat_in_time(self._rows(self.first_targets(x, None, feedback)), steps)
         for i, layer in enumerate(self.layers):
             if layer is self.readout:
-                with self.autocast(x):
-                    z = layer(h.detach())
-                yield z.float(), None
+                yield layer(h.detach()).float(), None
                 return
             t_in = None if t is None else (t if i == 0 else t.detach())
-            with self.autocast(x):
-                out = layer(h.detach(), t_in, voltage=voltage)
+            out = layer(h.detach(), t_in, voltage=voltage)
             h, t = out.h, out.t
             seen_h, seen_t = (out.h_voltage, out.t_voltage) if voltage else (out.h, out.t)
             view_h = seen_h.mean(0).float()
@@ -222,5 +211,4 @@ def build(
         compare=model.compare,
         time_steps=model.time_steps,
         spike_loss=model.spike_loss,
-        precision=config.train.precision,
     )

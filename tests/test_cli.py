@@ -53,7 +53,7 @@ def test_help_and_version():
         (["simulate", "--stop-after", "0"], 2, "--stop-after must be at least 1"),
         (["train", "--stop-after", "-1"], 2, "--stop-after must be at least 1"),
         (["data", "check", "imagenet"], 2, "unknown dataset 'imagenet'"),
-        (["train", "--set", "train.precision=bfloat16"], 2, "honoured only by the spiking"),
+        (["train", "--set", "train.precision=float16"], 2, '"float16" needs device = "cuda"'),
         (
             ["simulate", "--dataset", "fashion-mnist", "--data-dir", "nowhere"],
             2,

@@ -110,9 +110,7 @@ CASES = {
     "zero epochs": Case(["simulate", "--epochs", "0"], 2, "train.epochs"),
     "stop after 0": Case(["simulate", "--stop-after", "0"], 2, "--stop-after must be at least 1"),
     "cuda without a GPU": Case(["simulate", "--device", "cuda"], 2, "CUDA is not available"),
-    "float16 on a discrete net": Case(
-        ["train", "--set", "train.precision=float16"], 2, "honoured only by the spiking"
-    ),
+    "float16 on a discrete net": Case(["train", "--set", "train.precision=float16"], 2, "cuda"),
     "float16 on the CPU": Case(
         ["train", "snn-fmnist-sp-voltage", "--set", "train.precision=float16"], 2, "cuda"
     ),

@@ -233,3 +233,52 @@ def test_resume_and_force_remove_stale_temporary_files(tmp_path):
     (out / ".checkpoint.pt.x.tmp").write_text("again")
     assert main([*args, "--force"]) == 0
     assert not list(out.glob(".*.tmp"))
+
+
+class Threads(Recorder):
+    """Records torch's and numba's thread counts after every minibatch."""
+
+    name = "threads"
+
+    def __init__(self) -> None:
+        self.seen = set()
+
+    def after_batch(self, trainer, epoch, batch):
+        import numba
+        import torch
+
+        self.seen.add((torch.get_num_threads(), numba.get_num_threads()))
+
+
+@pytest.mark.parametrize("threads", [0, 1])
+def test_threads_hold_for_torch_and_numba_and_are_restored(digits, tmp_path, threads):
+    """``threads = N`` runs torch and numba on N threads (0: on the user's torch count); the
+    numba CHL kernel runs in every minibatch and does not reset torch's count; both counts are
+    restored after the run."""
+    import numba
+    import torch
+
+    before = torch.get_num_threads(), numba.get_num_threads()
+    user = 1 if threads == 0 else 2
+    torch.set_num_threads(user)
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        probe = Threads()
+        c = cfg.from_dict(
+            {"threads": threads, "train": {"epochs": 1, "chl_backend": "numba"}}, cfg.RunConfig
+        )
+        simulate(c, tmp_path / "r", data=subset(digits, 200), recorders=[probe], **QUIET)
+        want = threads or user
+        assert probe.seen == {(want, min(want, numba.config.NUMBA_NUM_THREADS))}
+        assert torch.get_num_threads() == user
+    finally:
+        numba.set_num_threads(before[1])
+        torch.set_num_threads(before[0])
+
+
+def test_threads_flag_and_key(capsys):
+    assert main(["train", "--threads", "3", "--print-config"]) == 0
+    assert "threads = 3" in capsys.readouterr().out
+    assert main(["simulate", "--threads", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid value for threads: -1 (expected >= 0)" in err and err.count("\n") == 1

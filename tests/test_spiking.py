@@ -227,10 +227,12 @@ def test_bfloat16_on_cpu_and_float16_refused(digits):
         handle = net.layers[1].synapse.projection.register_forward_hook(
             lambda mod, args, out: seen.append(out.dtype)
         )
-        losses, wrong = trainer.learner.train_batch(digits.train_x[:64], digits.train_y[:64])
+        with trainer.autocast():
+            losses, wrong = trainer.learner.train_batch(digits.train_x[:64], digits.train_y[:64])
+            pairs = list(net.pairs(digits.test_x[:8]))
         handle.remove()
         assert bool(torch.isfinite(losses).all()) and losses.dtype == torch.float32
-        assert [h.dtype for h, _ in net.pairs(digits.test_x[:8])] == [torch.float32] * 4
+        assert [h.dtype for h, _ in pairs] == [torch.float32] * 4
         assert len(trainer.evaluate(digits.test_x[:40], digits.test_y[:40])) == len(losses)
     assert seen and set(seen) == {torch.bfloat16}
     with pytest.raises(ConfigError, match='"float16" needs device = "cuda"'):

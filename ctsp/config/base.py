@@ -120,8 +120,14 @@ class ConfigBase(Section):
         return [k for k in a if a[k] != b[k]]
 
 
-def _check_top_level(name: str, seed: int, device: str) -> None:
+THREADS_HELP = (
+    "CPU threads of torch and numba for the run (0: torch's as they are, numba follows them)"
+)
+
+
+def _check_top_level(name: str, seed: int, device: str, threads: int) -> None:
     _require(bool(name) and "/" not in name, "name", name, "a non-empty name")
+    _require(threads >= 0, "threads", threads, ">= 0")
     _require(0 <= seed < 2**32, "seed", seed, "in [0, 2**32)")
     _require(
         device == "cpu"

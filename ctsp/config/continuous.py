@@ -2,7 +2,7 @@
 
 Five sections and three top-level keys::
 
-    name, seed, device
+    name, seed, device, threads
     [data]     name, dir, validation
     [network]  sizes, loop, rate, tau
     [solver]   method, step, free_duration, clamped_duration, tol, check_every, rtol, atol,
@@ -23,7 +23,15 @@ from ..continuous import BETA_SIGNS, CHL_BACKENDS, LOOP_MODES, SOLVERS, ode_meth
 from ..data import DATASET_NAMES
 from ..errors import ConfigError
 from ..nn import RATE_FUNCTIONS
-from .base import ConfigBase, Section, _check_top_level, _require, option, section
+from .base import (
+    THREADS_HELP,
+    ConfigBase,
+    Section,
+    _check_top_level,
+    _require,
+    option,
+    section,
+)
 from .schedule import HEALTH, SCHEDULES, LRSchedule
 
 DECAY_AT = (0.5, 0.75, 0.89, 0.94)  # the paper's milestones (fractions of the epochs)
@@ -165,6 +173,7 @@ class RunConfig(ConfigBase):
     name: str = option("digits-loop", "run name (default run directory runs/<UTC time>-<name>)")
     seed: int = option(0, "random seed of weights, shuffling and beta signs")
     device: str = option("cpu", '"cpu", "cuda" or "cuda:N"')
+    threads: int = option(0, THREADS_HELP)
     data: DataConfig = section(DataConfig, "the dataset")
     network: NetworkConfig = section(NetworkConfig, "the loop network")
     solver: SolverConfig = section(SolverConfig, "the relaxation phases")
@@ -177,7 +186,7 @@ class RunConfig(ConfigBase):
         return f"{'-'.join(map(str, n.sizes))}, loop {n.loop}"
 
     def check(self) -> None:
-        _check_top_level(self.name, self.seed, self.device)
+        _check_top_level(self.name, self.seed, self.device, self.threads)
         if (
             self.solver.method == "steady"
             and not RATE_FUNCTIONS[self.network.rate].identity_within_bounds

@@ -3,7 +3,7 @@ ctsp/configs/train/*.toml).
 
 Four sections and three top-level keys::
 
-    name, seed, device
+    name, seed, device, threads
     [data]     name, dir, validation, crop, flip
     [model]    arch, hidden, channels, kernel, pool, width, dropout, batch_norm, slope,
                prediction, compare, time_steps, threshold, neuron, spike_loss
@@ -24,9 +24,17 @@ from typing import ClassVar
 
 from .. import discrete, spiking
 from ..errors import ConfigError
-from ..nn import BN_TARGETS, COMPARISONS, GENERATORS, TARGETS_INTO
+from ..nn import BN_TARGETS, COMPARISONS, GENERATORS, PRECISIONS, TARGETS_INTO, check_precision
 from ..registry import Registry
-from .base import ConfigBase, Section, _check_top_level, _require, option, section
+from .base import (
+    THREADS_HELP,
+    ConfigBase,
+    Section,
+    _check_top_level,
+    _require,
+    option,
+    section,
+)
 from .continuous import DECAY_AT, DataConfig
 from .schedule import HEALTH, SCHEDULES, LRSchedule
 
@@ -131,7 +139,10 @@ class DiscreteTrainConfig(Section, LRSchedule):
     t_max: int = option(0, "cosine: annealing period in epochs (0 = the planned epochs)")
     rule: str = option("sigprop", "learning rule (by model.arch)", valid=_valid_rules)
     precision: str = option(
-        "float32", "snn: autocast type (float16: CUDA only)", spiking.PRECISIONS
+        "float32",
+        "autocast type of the layers' products (float16: CUDA only; bfloat16 pays on CPUs "
+        "with AVX512-BF16 or AMX and on CUDA); weights and optimizer states stay float32",
+        PRECISIONS,
     )
     eval_batch_size: int = option(1000, "minibatch size of evaluation")
     health: str = option(
@@ -163,6 +174,7 @@ class DiscreteRunConfig(ConfigBase):
     name: str = option("digits-fc", "run name (default run directory runs/<UTC time>-<name>)")
     seed: int = option(0, "random seed of weights, shuffling, augmentation and dropout")
     device: str = option("cpu", '"cpu", "cuda" or "cuda:N"')
+    threads: int = option(0, THREADS_HELP)
     data: TrainDataConfig = section(TrainDataConfig, "the dataset and augmentation")
     model: ModelConfig = section(ModelConfig, "the network")
     signal: SignalConfig = section(SignalConfig, "the learning signal (target generator)")
@@ -182,7 +194,7 @@ class DiscreteRunConfig(ConfigBase):
         return f"{arch}, {self.train.rule}"
 
     def check(self) -> None:
-        _check_top_level(self.name, self.seed, self.device)
+        _check_top_level(self.name, self.seed, self.device, self.threads)
         model, rule = self.model, self.train.rule
         rules = ARCHS[model.arch]
         if rule not in rules:
@@ -208,13 +220,7 @@ class DiscreteRunConfig(ConfigBase):
             )
         if model.arch == "snn":
             self._check_spiking()
-        elif self.train.precision != "float32":
-            raise ConfigError(
-                f"train.precision = {self.train.precision!r} is honoured only by the spiking "
-                f'networks (model.arch = "snn") so far; model.arch = {model.arch!r} trains in '
-                '"float32"'
-            )
-        spiking.check_precision(self.train.precision, self.device)
+        check_precision(self.train.precision, self.device)
 
     def _check_spiking(self) -> None:
         model, rule = self.model, self.train.rule

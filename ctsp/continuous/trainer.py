@@ -33,7 +33,7 @@ BETA_SIGNS = Registry(
 )
 
 # keys (or key prefixes ending in ".") that a resumed run may change
-RESUMABLE_KEYS = ("train.epochs", "device", "record.", "train.health")
+RESUMABLE_KEYS = ("train.epochs", "device", "threads", "record.", "train.health")
 
 
 def resumable_keys(config) -> tuple[str, ...]:

@@ -100,7 +100,9 @@ class DirectFeedbackAlignment(_OneExit):
     def hidden_gradients(self, z: Tensor, y: Tensor, hidden: list[Tensor]) -> list[Tensor]:
         """dL/dh_i = e B_i, shaped like each hidden output h_i, from the output logits z."""
         e = (torch.softmax(z.detach(), 1) - F.one_hot(y, z.shape[1]).to(z.dtype)) / z.shape[0]
-        return [(e @ b).view_as(h) for b, h in zip(self.fixed.values(), hidden, strict=True)]
+        return [
+            (e @ b).view_as(h).to(h.dtype) for b, h in zip(self.fixed.values(), hidden, strict=True)
+        ]
 
     def train_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         hidden, h = [], x
@@ -113,9 +115,10 @@ class DirectFeedbackAlignment(_OneExit):
             raise DivergenceError("training diverged: NaN or Inf in the loss of layer out")
         grads = self.hidden_gradients(z, y, hidden)
         optimizer = self.rules["out"].optimizer
-        optimizer.zero_grad(set_to_none=True)
-        torch.autograd.backward([*hidden, loss], [*grads, None])
-        optimizer.step()
+        with torch.autocast(loss.device.type, enabled=False):
+            optimizer.zero_grad(set_to_none=True)
+            torch.autograd.backward([*hidden, loss], [*grads, None])
+            optimizer.step()
         return loss.detach()[None], (z.argmax(1) != y).sum()[None]
 
 

@@ -34,7 +34,7 @@ class FeedbackAlignmentFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        x, feedback = ctx.saved_tensors
+        x, feedback = (t.to(grad.dtype) for t in ctx.saved_tensors)  # autocast: low type
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         if ctx.padding is None:
             g2, x2 = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])

@@ -23,9 +23,10 @@ class LPred:
 
     ``params`` are the layer's parameters (and, for the first layer, the target generator's):
     :meth:`update` back-propagates the loss into these only, since the layer's inputs arrive
-    detached, and steps the optimizer. With a ``scaler`` (``torch.amp.GradScaler``, float16
-    autocast) the loss is scaled before the backward pass and the step is skipped when the
-    scaled gradients overflow.
+    detached, and steps the optimizer, both outside any autocast (``train.precision``: the
+    backward ops run in the types autocast gave their forward ops). With a ``scaler``
+    (``torch.amp.GradScaler``, float16 autocast) the loss is scaled before the backward pass
+    and the step is skipped when the scaled gradients overflow.
     """
 
     def __init__(
@@ -56,14 +57,15 @@ class LPred:
             where = f"layer {self.name}" if self.name else "a layer"
             raise DivergenceError(f"training diverged: NaN or Inf in the loss of {where}")
         if self.optimizer is not None:
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is None:
-                loss.backward()
-                self.optimizer.step()
-            else:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+            with torch.autocast(loss.device.type, enabled=False):  # backward in forward's types
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.scaler is None:
+                    loss.backward()
+                    self.optimizer.step()
+                else:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
         return loss.detach(), logits.detach()
 
     def set_lr(self, lr: float) -> None:

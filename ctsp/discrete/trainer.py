@@ -4,10 +4,12 @@
 of ``ctsp.discrete.RULES``) epoch by epoch: shuffling, crop/flip augmentation, the learning-rate
 schedule, precise batch norm before evaluation (``train.recalibrate_bn``) and the early-exit
 errors of every layer (Eq. 8) on the test (and validation) set; the network's prediction is the
-last exit's. The minibatch loop runs on a training backend (:data:`ctsp.discrete.BACKENDS`;
-today one process). The shuffling, augmentation and dropout of epoch e come from generators
-seeded by (seed, e), so a resumed run repeats an uninterrupted one exactly. It writes no files:
-``ctsp.runs.fit`` drives it and writes the run directory.
+last exit's. Training and evaluation run under the autocast of ``train.precision``
+(``ctsp.nn.precision``; the learners' backward passes and optimizer steps outside it), the
+inputs of convolutional networks channels-last. The minibatch loop runs on a training backend
+(:data:`ctsp.discrete.BACKENDS`; today one process). The shuffling, augmentation and dropout
+of epoch e come from generators seeded by (seed, e), so a resumed run repeats an uninterrupted
+one exactly. It writes no files: ``ctsp.runs.fit`` drives it and writes the run directory.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import torch
 from torch import Tensor
 
 from ..errors import DivergenceError, RunDirError
-from ..nn import recalibrate_batch_norm
+from ..nn import autocast, has_convolutions, memory_format, recalibrate_batch_norm
 from .backends import SingleProcess
 from .learner import Learner
 
 # keys (or key prefixes ending in ".") that a resumed run may change; train.recalibrate_bn acts
 # from the next evaluation on (it changes training only where training reads the running
 # statistics: signal.bn_targets = "running" and the target-loop generators' inference pass)
-RESUMABLE_KEYS = ("train.epochs", "device", "train.recalibrate_bn", "train.health")
+RESUMABLE_KEYS = ("train.epochs", "device", "threads", "train.recalibrate_bn", "train.health")
 
 
 def learning_rate(train, epoch: int) -> float:
@@ -66,6 +68,15 @@ class DiscreteTrainer:
         self.net, self.learner, self.config, self.device = net, learner, config, device
         self.backend = backend if backend is not None else SingleProcess()
         self.names = learner.names
+        self.channels_last = has_convolutions(net)
+
+    def autocast(self):
+        """The autocast context of ``train.precision`` on the trainer's device."""
+        return autocast(self.device, self.config.train.precision)
+
+    def inputs(self, x: Tensor) -> Tensor:
+        """A minibatch of images on the device, channels-last for convolutional networks."""
+        return memory_format(x.to(self.device), self.channels_last)
 
     def set_epoch(self, epoch: int) -> float:
         """Set the learning rate for (0-based) ``epoch``; returns it."""
@@ -85,7 +96,7 @@ class DiscreteTrainer:
             x, y = data.train_x[idx].to(self.device), data.train_y[idx].to(self.device)
             if dc.crop or dc.flip:
                 x = augment(x, gen, dc.crop, dc.flip)
-            yield x, y
+            yield self.inputs(x), y
 
     def train_epoch(self, data, epoch: int, bar=None, on_batch=None) -> dict:
         """One pass over the training set on the backend; the order, augmentation and dropout
@@ -98,23 +109,24 @@ class DiscreteTrainer:
         wrong = torch.zeros(layers, dtype=torch.int64)
         seen = 0
         steps = self.backend.run(self.learner, self.batches(data, epoch))
-        try:
-            for k, (losses, w, size) in enumerate(steps):
-                loss_sum += losses.double().cpu() * size
-                wrong += w.cpu()
-                seen += size
-                if on_batch is not None:
-                    on_batch(epoch, k)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix_str(f"train err {int(wrong[-1]) / seen:.3f}", refresh=False)
-        except RuntimeError as e:  # an optimizer step beyond the float range (a huge train.lr)
-            if "overflow" not in str(e):
-                raise
-            raise DivergenceError(
-                f"training diverged: a learning step overflowed ({e}); train.lr = "
-                f"{self.config.train.lr:g} is likely too large"
-            ) from None
+        with self.autocast():  # the backend's minibatches run inside
+            try:
+                for k, (losses, w, size) in enumerate(steps):
+                    loss_sum += losses.double().cpu() * size
+                    wrong += w.cpu()
+                    seen += size
+                    if on_batch is not None:
+                        on_batch(epoch, k)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix_str(f"train err {int(wrong[-1]) / seen:.3f}", False)
+            except RuntimeError as e:  # an optimizer step beyond the float range (a huge train.lr)
+                if "overflow" not in str(e):
+                    raise
+                raise DivergenceError(
+                    f"training diverged: a learning step overflowed ({e}); train.lr = "
+                    f"{self.config.train.lr:g} is likely too large"
+                ) from None
         for p in self.net.parameters():
             if not bool(torch.isfinite(p).all()):
                 raise DivergenceError("training diverged: NaN or Inf in the weights")
@@ -129,7 +141,8 @@ class DiscreteTrainer:
         self.net.eval()
         try:
             for i in range(0, x.shape[0], bs):
-                pred = self.learner.predict_exits(x[i : i + bs].to(self.device)).cpu()
+                with self.autocast():
+                    pred = self.learner.predict_exits(self.inputs(x[i : i + bs])).cpu()
                 wrong += (pred != y[i : i + bs, None]).sum(0)
         finally:
             self.net.train()
@@ -156,8 +169,9 @@ class DiscreteTrainer:
         gen = torch.Generator().manual_seed(self.config.seed)
         order = torch.randperm(data.train_x.shape[0], generator=gen)
         chunks = order[: tc.recalibrate_bn * tc.batch_size].split(tc.batch_size)
-        batches = (data.train_x[idx].to(self.device) for idx in chunks if idx.shape[0] > 1)
-        recalibrate_batch_norm(self.net, batches)
+        batches = (self.inputs(data.train_x[idx]) for idx in chunks if idx.shape[0] > 1)
+        with self.autocast():
+            recalibrate_batch_norm(self.net, batches)
 
     def eval_metrics(self, data) -> dict:
         self.recalibrate(data)

@@ -6,12 +6,23 @@ A sigprop layer is three separable parts: a *projection* (the synapses: :class:`
 :class:`StaticNeuron` for discrete networks, the spiking neurons of ``ctsp.spiking``), and a
 *local learning rule* (``ctsp.continuous`` CHL, ``ctsp.discrete`` L_pred and the baselines).
 This package holds the parts every family shares: projections, rate functions, the static
-neuron, the comparisons O (Eq. 6/7), the composed discrete layer and the target generators
-(Sec. III-D), each choice in its registry.
+neuron, the comparisons O (Eq. 6/7), the composed discrete layer, the target generators
+(Sec. III-D) and the mixed precision of discrete and spiking networks, each choice in its
+registry.
 """
 
 from .compare import COMPARISONS, comparison, o_dot, o_l2
 from .layer import SignalLayer, max_pool, pooled_size
+from .precision import (
+    PRECISIONS,
+    autocast,
+    check_precision,
+    grad_scaler,
+    has_convolutions,
+    memory_format,
+    native_bfloat16_cpu,
+    precision_warning,
+)
 from .projections import INITS, Conv2d, Linear, glorot_uniform_
 from .rates import RATE_FUNCTIONS, RateFunction, RateNeuron, rate_function
 from .static import ACTIVATIONS, BN_TARGETS, StaticNeuron, recalibrate_batch_norm
@@ -32,6 +43,7 @@ __all__ = [
     "COMPARISONS",
     "GENERATORS",
     "INITS",
+    "PRECISIONS",
     "RATE_FUNCTIONS",
     "TARGETS_INTO",
     "Conv2d",
@@ -45,13 +57,20 @@ __all__ = [
     "TargetLoop",
     "TargetLoopError",
     "TargetOnly",
+    "autocast",
+    "check_precision",
     "comparison",
     "glorot_uniform_",
+    "grad_scaler",
+    "has_convolutions",
     "make_generator",
     "max_pool",
+    "memory_format",
+    "native_bfloat16_cpu",
     "o_dot",
     "o_l2",
     "pooled_size",
+    "precision_warning",
     "rate_function",
     "recalibrate_batch_norm",
 ]

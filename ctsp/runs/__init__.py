@@ -9,7 +9,8 @@ reading runs back.
   lock held for the run's life), atomic
   writes, file names (``ctsp.runs.files``), :func:`load_checkpoint` with the resume check;
 - :func:`open_run` (a finished or partial run's config, metrics, best model and recordings),
-  :func:`machine_line` and :func:`markdown_table` for reports.
+  :func:`machine_line` and :func:`markdown_table` for reports;
+- :func:`cpu_threads`: torch's and numba's thread pools together for a run (``threads``).
 """
 
 from . import files
@@ -18,6 +19,7 @@ from .hooks import EpochTrainer, Recorder
 from .loop import RunResult, fit, load_data, metrics_dataset, progress_bar, resolve_device
 from .results import Run, machine_line, markdown_table, open_run
 from .rundir import atomic_write, run_directory, save_netcdf, save_torch, write_text
+from .threads import cpu_threads
 
 __all__ = [
     "SCHEDULE_KEYS",
@@ -26,6 +28,7 @@ __all__ = [
     "Run",
     "RunResult",
     "atomic_write",
+    "cpu_threads",
     "files",
     "fit",
     "load_checkpoint",

@@ -105,12 +105,26 @@ def open_run(path: str | Path) -> Run:
     raise RunDirError(f"cannot read {config_file}: {errors[0]}")
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo) and torch's vector capability, e.g.
+    "AMD EPYC (AVX2)"; the machine type where the model is not known."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                model,
+            )
+    except OSError:
+        pass
+    return f"{model} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def machine_line() -> str:
     """The machine, as every table and benchmark states it: CPU, cores, GPU, threads, versions."""
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    cpu = platform.processor() or platform.machine()
     return (
-        f"{cpu}, {os.cpu_count()} cores{gpu}, {torch.get_num_threads()} torch threads, "
+        f"{cpu_name()}, {os.cpu_count()} cores{gpu}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}, Python {platform.python_version()}"
     )
 

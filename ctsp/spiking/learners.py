@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..discrete import ClassifierCE, Rules, Sigprop
-from .precision import grad_scaler
+from ..nn import grad_scaler
 
 
 class SpikingSigprop(Sigprop):

@@ -1,0 +1,146 @@
+"""``train.precision`` and the memory format of discrete and spiking networks
+(ctsp.nn.precision): honoured by every network family and rule, refused where it cannot work."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from ctsp import config as cfg
+from ctsp import data as datasets
+from ctsp import discrete, spiking
+from ctsp.app import build_discrete_network, make_learner
+from ctsp.cli import main
+from ctsp.discrete import DiscreteTrainer
+from ctsp.errors import ConfigError
+from ctsp.nn import Conv2d, Linear, precision_warning
+
+CPU = torch.device("cpu")
+DIGITS = (1, 8, 8)
+MODELS = {
+    "fc": {"hidden": [16, 16]},
+    "conv": {"channels": [4, 8], "hidden": [16]},
+    "vgg8b": {"hidden": [16]},
+    "snn": {"channels": [4, 4], "hidden": [16], "time_steps": 2, "kernel": 3, "pool": 2},
+}
+CASES = [  # VGG8b (128-512 channels even on digits) in the slow suite
+    pytest.param(arch, rule, marks=[pytest.mark.slow] if arch == "vgg8b" else [])
+    for arch in MODELS
+    for rule in (spiking.RULES if arch == "snn" else discrete.RULES).names()
+]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = datasets.load("digits")
+    return dataclasses.replace(data, train_x=data.train_x[:96], train_y=data.train_y[:96])
+
+
+def config(arch: str, rule: str, precision: str, **signal):
+    return cfg.from_dict(
+        {
+            "model": {"arch": arch, **MODELS[arch]},
+            "signal": {"into": "input", **signal} if arch == "snn" else signal,
+            "train": {"rule": rule, "precision": precision, "batch_size": 32},
+        },
+        cfg.DiscreteRunConfig,
+    )
+
+
+def trainer_for(c):
+    net = build_discrete_network(c, DIGITS, 10)
+    return net, DiscreteTrainer(net, make_learner(net, c), c, CPU)
+
+
+def projection_dtypes(net) -> tuple[set, list]:
+    """Hooks on every projection that collect the dtypes of their outputs."""
+    seen: set = set()
+    hooks = [
+        m.register_forward_hook(lambda mod, args, out: seen.add(out.dtype))
+        for m in net.modules()
+        if isinstance(m, (Linear, Conv2d))
+    ]
+    return seen, hooks
+
+
+@pytest.mark.parametrize(("arch", "rule"), CASES)
+def test_bfloat16_runs_the_projections_low_and_keeps_weights_and_states_float32(digits, arch, rule):
+    torch.manual_seed(0)
+    net, trainer = trainer_for(config(arch, rule, "bfloat16"))
+    seen, hooks = projection_dtypes(net)
+    trainer.set_epoch(0)
+    stats = trainer.train_epoch(digits, 0)
+    trained = set(seen)
+    seen.clear()
+    errors = trainer.evaluate(digits.test_x[:64], digits.test_y[:64])
+    for hook in hooks:
+        hook.remove()
+    assert trained == {torch.bfloat16} and seen == {torch.bfloat16}
+    assert all(torch.isfinite(torch.tensor(stats["loss"]))) and len(errors) == len(trainer.names)
+    assert {p.dtype for p in net.parameters()} == {torch.float32}
+    states = [
+        v
+        for rule_ in trainer.learner.rules.values()
+        if rule_.optimizer is not None
+        for s in rule_.optimizer.state.values()
+        for v in s.values()
+        if torch.is_tensor(v) and v.dim() > 0
+    ]
+    assert states and {v.dtype for v in states} == {torch.float32}
+
+
+@pytest.mark.parametrize("arch", ["fc", "conv"])
+def test_float32_stays_float32(digits, arch):
+    torch.manual_seed(0)
+    net, trainer = trainer_for(config(arch, "sigprop", "float32"))
+    seen, hooks = projection_dtypes(net)
+    trainer.train_epoch(digits, 0)
+    for hook in hooks:
+        hook.remove()
+    assert seen == {torch.float32}
+
+
+@pytest.mark.parametrize("arch", ["fc", "conv", "vgg8b", "snn"])
+def test_float16_is_refused_on_the_cpu_for_every_family(arch):
+    with pytest.raises(ConfigError, match='"float16" needs device = "cuda"'):
+        config(arch, "bp", "float16")
+
+
+@pytest.mark.parametrize(
+    ("arch", "generator"),
+    [("conv", "target-only"), pytest.param("vgg8b", "target-loop", marks=pytest.mark.slow)],
+)
+def test_channels_last_is_the_same_training_as_contiguous_maps(digits, arch, generator):
+    """Convolutional networks train with channels-last weights and inputs; a minibatch gives
+    the losses and gradients of contiguous (NCHW) maps up to the order of float sums."""
+    c = config(arch, "sigprop", "float32", generator=generator, into="hidden")
+    torch.manual_seed(0)
+    last, trainer = trainer_for(c)
+    conv = next(m for m in last.modules() if isinstance(m, Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    plain = build_discrete_network(c, DIGITS, 10).to(memory_format=torch.contiguous_format)
+    reference = DiscreteTrainer(plain, make_learner(plain, c), c, CPU)
+    reference.channels_last = False
+    x, y = digits.train_x[:32], digits.train_y[:32]
+    losses = []
+    for t in (trainer, reference):
+        torch.manual_seed(1)  # the same dropout masks
+        losses.append(t.learner.train_batch(t.inputs(x), y)[0])
+    torch.testing.assert_close(*losses)
+    for (name, a), b in zip(last.named_parameters(), plain.parameters(), strict=True):
+        scale = float(b.grad.abs().max())
+        assert float((a.grad - b.grad).abs().max()) <= 1e-2 * scale + 1e-7, name
+
+
+def test_bfloat16_without_native_support_warns_in_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr("ctsp.nn.precision.native_bfloat16_cpu", lambda: False)
+    assert precision_warning("float32", "cpu") is None
+    assert precision_warning("bfloat16", "cuda") is None
+    argv = ["train", "--set", "model.hidden=[16]", "--epochs", "1", "--no-progress"]
+    code = main([*argv, "--set", "train.precision=bfloat16", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 0 and err.count("\n") == 1, err
+    assert err.startswith('ctsp: warning: train.precision = "bfloat16": this CPU has no native')
+    monkeypatch.setattr("ctsp.nn.precision.native_bfloat16_cpu", lambda: True)
+    assert precision_warning("bfloat16", "cpu") is None
