@@ -49,7 +49,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from analysis.alignment import loop_angles, loop_weights  # noqa: E402
 from ctsp import config as cfg  # noqa: E402
 from ctsp.errors import CtspError  # noqa: E402
-from ctsp.runs import files, open_run  # noqa: E402
+from ctsp.runs import files, machine_line, open_run  # noqa: E402
 
 VARIANTS = ("learned", "fixed")
 BASE_CONFIG = "fmnist-2x1500"
@@ -163,6 +163,8 @@ def epoch_stats(runs: list[dict]) -> dict:
         "last": last.mean(axis=0),
         "n_records": int(sum((r["ds"].epoch.values == epochs[-1]).sum() for r in runs)),
         "test_error": float(np.mean([float(r["test"][-1]) for r in runs])),
+        "best_test_error": float(np.mean([float(np.min(r["test"].values)) for r in runs])),
+        "best_epoch": [int(np.argmin(r["test"].values)) + 1 for r in runs],
     }
 
 
@@ -257,6 +259,36 @@ def report(stats: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def markdown(stats: dict[str, dict], epochs: list[int], command: str) -> str:
+    """The angles at ``epochs`` (mean ± sd over the epoch's records) and the test errors, as a
+    markdown table with the machine and the command."""
+    first = next(iter(stats.values()))
+    shown = [e for e in epochs if e in first["epoch"]]
+    head = " / ".join(map(str, shown))
+    lines = [
+        f"Machine: {machine_line()}. Command: `{command}`.",
+        "",
+        "| angle (degrees) | initial | "
+        + " | ".join(f"{v} loop-back, epoch {head}" for v in stats)
+        + " |",
+        "|---|---|" + "---|" * len(stats),
+    ]
+    for j, name in enumerate(first["labels"]):
+        cells = [f"{first['mean'][0, j]:.1f}"]
+        for s in stats.values():
+            rows = [int(np.flatnonzero(s["epoch"] == e)[0]) for e in shown]
+            cells.append(" / ".join(f"{s['mean'][i, j]:.1f} ± {s['sd'][i, j]:.1f}" for i in rows))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    errors = [
+        f"{100 * s['test_error']:.2f} % (best {100 * s['best_test_error']:.2f} %, epoch "
+        + ", ".join(map(str, s["best_epoch"]))
+        + ")"
+        for s in stats.values()
+    ]
+    lines.append(f"| test error (epoch {int(first['epoch'][-1])}) | | " + " | ".join(errors) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def summary_json(stats: dict[str, dict]) -> dict:
     return {
         v: {
@@ -266,6 +298,8 @@ def summary_json(stats: dict[str, dict]) -> dict:
             "sd": np.round(s["sd"], 3).tolist(),
             "last": np.round(s["last"], 3).tolist(),
             "final_test_error": s["test_error"],
+            "best_test_error": s["best_test_error"],
+            "best_epoch": s["best_epoch"],
         }
         for v, s in stats.items()
     }
@@ -281,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel, 1 thread each (2)")
     p.add_argument("--out-dir", type=Path, default=Path("runs/fig4"), help="runs/fig4")
     p.add_argument("--png", type=Path, default=DEFAULT_PNG, help="figures/fig4_alignment.png")
+    p.add_argument("--table", type=Path, help="also write the markdown table to this file")
+    p.add_argument(
+        "--table-epochs", type=int, nargs="+", default=[1, 5, 15, 30, 60], help="its epochs"
+    )
     args = p.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -290,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = args.out_dir / "fig4_summary.json"
     summary.parent.mkdir(parents=True, exist_ok=True)
     summary.write_text(json.dumps(summary_json(stats), indent=1, ensure_ascii=False) + "\n")
+    if args.table is not None:
+        command = "python figures/fig4_alignment.py " + " ".join(argv or sys.argv[1:])
+        args.table.write_text(markdown(stats, args.table_epochs, command.strip()))
+        print(f"wrote {args.table}")
     print(f"wrote {args.png} and {summary} in {time.perf_counter() - t0:.0f} s")
     return 0
 
