@@ -23,8 +23,12 @@ MODELS = {
     "vgg8b": {"hidden": [16]},
     "snn": {"channels": [4, 4], "hidden": [16], "time_steps": 2, "kernel": 3, "pool": 2},
 }
-CASES = [  # VGG8b (128-512 channels even on digits) in the slow suite
-    pytest.param(arch, rule, marks=[pytest.mark.slow] if arch == "vgg8b" else [])
+# the default run: every family once and each rule's own code path (FA's autograd function, DFA's
+# backward, LL's heads on a conv net, spiking BP); every other pair in the slow suite
+DEFAULT = {("fc", "sigprop"), ("fc", "fa"), ("fc", "dfa"), ("conv", "ll-fa"), ("conv", "sigprop")}
+DEFAULT |= {("snn", "sigprop"), ("snn", "bp")}
+CASES = [
+    pytest.param(arch, rule, marks=[] if (arch, rule) in DEFAULT else [pytest.mark.slow])
     for arch in MODELS
     for rule in (spiking.RULES if arch == "snn" else discrete.RULES).names()
 ]

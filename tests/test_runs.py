@@ -250,7 +250,7 @@ class Threads(Recorder):
         self.seen.add((torch.get_num_threads(), numba.get_num_threads()))
 
 
-@pytest.mark.parametrize("threads", [0, 1])
+@pytest.mark.parametrize("threads", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_threads_hold_for_torch_and_numba_and_are_restored(digits, tmp_path, threads):
     """``threads = N`` runs torch and numba on N threads (0: on the user's torch count); the
     numba CHL kernel runs in every minibatch and does not reset torch's count; both counts are
