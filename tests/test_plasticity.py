@@ -168,6 +168,22 @@ def test_auto_is_reproducible_across_processes():
     assert runs[0] == runs[1] and runs[0]
 
 
+def test_numba_kernel_keeps_the_thread_count_torch_has():
+    """A fresh process: torch set to one thread, its pool started by a product; the numba
+    kernel then runs on one thread too and leaves torch's count alone (numba's default launch
+    would set the shared OpenMP count to one thread per core)."""
+    code = (
+        "import numba, torch; from ctsp.continuous import chl_update\n"
+        "torch.set_num_threads(1)\n"
+        "x = torch.rand(300, 300); x @ x; torch.rand(20, 4000).abs()\n"
+        "w = torch.zeros(1500, 784); pre = torch.rand(20, 784); free = torch.rand(20, 1500)\n"
+        "chl_update(w, pre, free, free + 0.1, 0.01, backend='numba')\n"
+        "print(torch.get_num_threads(), numba.get_num_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.split() == ["1", "1"]
+
+
 def test_auto_uses_torch_for_non_numba_dtypes():
     weight = torch.zeros(3, 2, dtype=torch.bfloat16)
     assert plasticity.auto_backend(weight, torch.ones(4, 3, dtype=torch.bfloat16)) == "torch"

@@ -93,6 +93,39 @@ def test_bfloat16_runs_the_projections_low_and_keeps_weights_and_states_float32(
     assert states and {v.dtype for v in states} == {torch.float32}
 
 
+@pytest.mark.parametrize("arch", ["fc", "snn"])
+def test_every_minibatch_sees_the_weights_of_the_step_before(digits, arch):
+    """Autocast caches its bfloat16 copies of the weights until it is left: an epoch under
+    the trainer equals minibatches each in a context of their own (not one context over the
+    epoch, whose later minibatches would run on the first one's weights)."""
+    c = config(arch, "sigprop", "bfloat16")
+    nets = []
+    for per_batch in (False, True):
+        torch.manual_seed(0)
+        net, trainer = trainer_for(c)
+        trainer.set_epoch(0)
+        if per_batch:
+            torch.manual_seed(c.seed * 1_000_003 + 1)  # the epoch's dropout seed
+            for x, y in trainer.batches(digits, 0):
+                with trainer.autocast():
+                    trainer.learner.train_batch(x, y)
+        else:
+            trainer.train_epoch(digits, 0)
+        nets.append(net)
+    pairs = zip(nets[0].state_dict().items(), nets[1].state_dict().values(), strict=True)
+    for (name, a), b in pairs:
+        assert torch.equal(a, b), name
+    torch.manual_seed(0)
+    stale, trainer = trainer_for(c)
+    trainer.set_epoch(0)
+    with trainer.autocast():  # one context over the epoch: stale weights from batch 2 on
+        for x, y in trainer.batches(digits, 0):
+            trainer.learner.train_batch(x, y)
+    assert not all(
+        torch.equal(a, b) for a, b in zip(stale.parameters(), nets[0].parameters(), strict=True)
+    )
+
+
 @pytest.mark.parametrize("arch", ["fc", "conv"])
 def test_float32_stays_float32(digits, arch):
     torch.manual_seed(0)

@@ -229,6 +229,7 @@ def test_bfloat16_on_cpu_and_float16_refused(digits):
         )
         with trainer.autocast():
             losses, wrong = trainer.learner.train_batch(digits.train_x[:64], digits.train_y[:64])
+        with trainer.autocast():
             pairs = list(net.pairs(digits.test_x[:8]))
         handle.remove()
         assert bool(torch.isfinite(losses).all()) and losses.dtype == torch.float32

@@ -52,6 +52,7 @@ __all__ = [
     "chl_bias_update",
     "chl_kernel",
     "chl_update",
+    "follow_torch_threads",
 ]
 
 CHL_BACKENDS = Registry(
@@ -147,12 +148,29 @@ def chl_kernel(weight, pre, diff, scale):  # pragma: no cover - runs compiled
             k += 1
 
 
+def follow_torch_threads() -> int:
+    """Give numba's pool torch's thread count (at most ``NUMBA_NUM_THREADS``); returns it.
+
+    numba's OpenMP layer shares the OpenMP runtime torch loaded, and starting it sets OpenMP's
+    thread count, which torch reads, to numba's default (one thread per core): torch's count
+    is put back after it. With the counts equal, numba's kernel threads are torch's own."""
+    threads = torch.get_num_threads()
+    want = min(threads, numba.config.NUMBA_NUM_THREADS)
+    if numba.get_num_threads() != want:  # (the first call starts numba's threading layer)
+        numba.set_num_threads(want)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return want
+
+
 def _numba_apply(weight: torch.Tensor, pre: torch.Tensor, diff: torch.Tensor, scale: float):
     """Run the numba kernel on the tensors' numpy views; the update lands in ``weight``.
 
     Contiguous CPU float32/float64 tensors are used zero-copy; a non-contiguous ``weight``
-    is updated through a contiguous copy that is copied back.
+    is updated through a contiguous copy that is copied back. numba runs on torch's thread
+    count (:func:`follow_torch_threads`), so a kernel never changes the count torch uses.
     """
+    follow_torch_threads()
     work = weight if weight.is_contiguous() else weight.contiguous()
     w_np = work.detach().numpy()
     pre_np = pre.detach().contiguous().numpy()

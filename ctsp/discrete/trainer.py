@@ -71,7 +71,9 @@ class DiscreteTrainer:
         self.channels_last = has_convolutions(net)
 
     def autocast(self):
-        """The autocast context of ``train.precision`` on the trainer's device."""
+        """The autocast context of ``train.precision`` on the trainer's device. Enter it for
+        one minibatch (or one evaluation batch) at a time: autocast keeps its low-precision
+        copies of the weights until it is left, and the learners step the weights."""
         return autocast(self.device, self.config.train.precision)
 
     def inputs(self, x: Tensor) -> Tensor:
@@ -108,25 +110,24 @@ class DiscreteTrainer:
         loss_sum = torch.zeros(layers, dtype=torch.float64)
         wrong = torch.zeros(layers, dtype=torch.int64)
         seen = 0
-        steps = self.backend.run(self.learner, self.batches(data, epoch))
-        with self.autocast():  # the backend's minibatches run inside
-            try:
-                for k, (losses, w, size) in enumerate(steps):
-                    loss_sum += losses.double().cpu() * size
-                    wrong += w.cpu()
-                    seen += size
-                    if on_batch is not None:
-                        on_batch(epoch, k)
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix_str(f"train err {int(wrong[-1]) / seen:.3f}", False)
-            except RuntimeError as e:  # an optimizer step beyond the float range (a huge train.lr)
-                if "overflow" not in str(e):
-                    raise
-                raise DivergenceError(
-                    f"training diverged: a learning step overflowed ({e}); train.lr = "
-                    f"{self.config.train.lr:g} is likely too large"
-                ) from None
+        steps = self.backend.run(self.learner, self.batches(data, epoch), self.autocast)
+        try:
+            for k, (losses, w, size) in enumerate(steps):
+                loss_sum += losses.double().cpu() * size
+                wrong += w.cpu()
+                seen += size
+                if on_batch is not None:
+                    on_batch(epoch, k)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"train err {int(wrong[-1]) / seen:.3f}", refresh=False)
+        except RuntimeError as e:  # an optimizer step beyond the float range (a huge train.lr)
+            if "overflow" not in str(e):
+                raise
+            raise DivergenceError(
+                f"training diverged: a learning step overflowed ({e}); train.lr = "
+                f"{self.config.train.lr:g} is likely too large"
+            ) from None
         for p in self.net.parameters():
             if not bool(torch.isfinite(p).all()):
                 raise DivergenceError("training diverged: NaN or Inf in the weights")

@@ -1,10 +1,9 @@
 """The CPU threads of a run (``threads``, ``--threads N``): torch's and numba's pools together.
 
-numba's OpenMP threading layer shares the OpenMP runtime that torch loaded, so
-``numba.set_num_threads`` also sets the OpenMP thread count that torch reads: left alone, numba's
-default (one thread per core) would override a ``torch.set_num_threads`` of the user's and run
-its kernels on more threads than torch's. :func:`cpu_threads` sets numba first and torch second,
-to the same count, for the run's length.
+numba's OpenMP threading layer shares the OpenMP runtime that torch loaded, and starting it sets
+the OpenMP thread count that torch reads to numba's default (one thread per core). The CHL
+kernel makes numba follow torch's count (``ctsp.continuous.plasticity.follow_torch_threads``);
+:func:`cpu_threads` sets both for the run's length, numba first and torch second.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import torch
 
 
 def _set(torch_threads: int, numba_threads: int) -> None:
-    numba.set_num_threads(numba_threads)  # first: it also sets OpenMP's count, torch's
+    numba.set_num_threads(numba_threads)  # first: starting numba's layer sets OpenMP's count
     torch.set_num_threads(torch_threads)
 
 
