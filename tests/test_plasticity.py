@@ -148,6 +148,7 @@ def test_auto_follows_the_fixed_density_rule_and_matches_the_reference(dtype):
     assert plasticity.auto_backend(large, diff) == "torch"
 
 
+@pytest.mark.slow  # two fresh processes, 10 s
 def test_auto_is_reproducible_across_processes():
     """Two fresh processes give bitwise equal updates with "auto" (no timing decides)."""
     code = (
@@ -168,6 +169,7 @@ def test_auto_is_reproducible_across_processes():
     assert runs[0] == runs[1] and runs[0]
 
 
+@pytest.mark.slow  # a fresh process
 def test_numba_kernel_keeps_the_thread_count_torch_has():
     """A fresh process: torch set to one thread, its pool started by a product; the numba
     kernel then runs on one thread too and leaves torch's count alone (numba's default launch

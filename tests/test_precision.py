@@ -23,10 +23,9 @@ MODELS = {
     "vgg8b": {"hidden": [16]},
     "snn": {"channels": [4, 4], "hidden": [16], "time_steps": 2, "kernel": 3, "pool": 2},
 }
-# the default run: every family once and each rule's own code path (FA's autograd function, DFA's
-# backward, LL's heads on a conv net, spiking BP); every other pair in the slow suite
-DEFAULT = {("fc", "sigprop"), ("fc", "fa"), ("fc", "dfa"), ("conv", "ll-fa"), ("conv", "sigprop")}
-DEFAULT |= {("snn", "sigprop"), ("snn", "bp")}
+# the default run: one rule per family (LL's heads and FA's autograd function on a conv net,
+# spiking BP); every other pair (DFA's backward included) in the slow suite
+DEFAULT = {("fc", "sigprop"), ("conv", "ll-fa"), ("snn", "bp")}
 CASES = [
     pytest.param(arch, rule, marks=[] if (arch, rule) in DEFAULT else [pytest.mark.slow])
     for arch in MODELS
@@ -93,7 +92,7 @@ def test_bfloat16_runs_the_projections_low_and_keeps_weights_and_states_float32(
     assert states and {v.dtype for v in states} == {torch.float32}
 
 
-@pytest.mark.parametrize("arch", ["fc", "snn"])
+@pytest.mark.parametrize("arch", ["fc", pytest.param("snn", marks=pytest.mark.slow)])
 def test_every_minibatch_sees_the_weights_of_the_step_before(digits, arch):
     """Autocast caches its bfloat16 copies of the weights until it is left: an epoch under
     the trainer equals minibatches each in a context of their own (not one context over the
