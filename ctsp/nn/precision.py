@@ -9,8 +9,8 @@ float16 on the CPU; :func:`precision_warning` says when the CPU has no native bf
 AVX512-BF16 or AMX: oneDNN then emulates it, several times slower than float32).
 
 Convolutional networks (:func:`has_convolutions`) keep their weights and maps channels-last
-(NHWC, :func:`memory_format`): oneDNN's convolutions run faster on it, in float32 as in the
-low types (benchmarks/step.py).
+(NHWC, :func:`memory_format`), the layout oneDNN's convolution kernels prefer;
+benchmarks/step.py times it against contiguous (NCHW) maps.
 """
 
 from __future__ import annotations
