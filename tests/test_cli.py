@@ -157,6 +157,7 @@ def test_a_locked_run_directory_is_refused_with_the_holders_pid(capsys, tmp_path
     assert run(capsys, "simulate", "--epochs", "1", "--out", str(out), "--no-progress")[0] == 0
 
 
+@pytest.mark.slow
 def test_sigterm_ends_the_run_with_one_line_and_exit_143(tmp_path):
     import signal
     import subprocess

@@ -104,7 +104,7 @@ SHELL_RULES = (
     # README: every config key with its type, default and valid values; about 5 s.
     Rule(r"ctsp (simulate|train) --help-config", RUN),
     # README: the default discrete run (FC on digits, 30 epochs): 13 s idle, 70-100 s shared.
-    Rule(r"ctsp train", RUN),
+    Rule(r"ctsp train", RUN_SLOW),
     # README: the default continuous run (digits loop network; "about 15 s" says the README):
     # 40 s to 11 min here.
     Rule(r"ctsp simulate", RUN_SLOW),

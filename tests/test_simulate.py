@@ -60,6 +60,7 @@ def test_resume_gives_the_same_weights(tmp_path, extra):
     assert resumed.metrics.test_error.values.tolist() == full.metrics.test_error.values.tolist()
 
 
+@pytest.mark.slow
 def test_schedule_decays_the_chl_rates_and_chunks_resume_exactly(tmp_path):
     """train.decay scales every Eq. 14 rate from its milestone on; a run trained in chunks
     (stop_after), with the decay added after the first chunk (before its milestone), ends
