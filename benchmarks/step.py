@@ -18,7 +18,9 @@ Two parts (``--part``):
 ``--busy`` adds, for every contender, rounds with a busy process beside the run (one Python
 loop, paused with SIGSTOP in the quiet rounds, resumed with SIGCONT in the busy ones, so that
 quiet and busy rounds interleave). ``--threads N`` sets torch's and numba's threads
-(``ctsp.runs.cpu_threads``; default: torch's).
+(``ctsp.runs.cpu_threads``; default: torch's). Like the ``ctsp`` command, the script lets idle
+OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``, ``ctsp.cli.passive_openmp_wait``) unless a
+wait policy is set: ``GOMP_SPINCOUNT=300000`` gives GNU OpenMP's own default (spinning).
 
     python benchmarks/step.py --part ct --busy
     python benchmarks/step.py --part discrete --configs fc-3x1000-fmnist --rounds 5
@@ -34,13 +36,17 @@ import subprocess
 import sys
 import time
 
-import torch
+from ctsp.cli import passive_openmp_wait
 
-from ctsp import config as cfg
-from ctsp.app import build_discrete_network, build_loop_network, make_learner
-from ctsp.continuous import Trainer
-from ctsp.discrete import DiscreteTrainer
-from ctsp.runs import cpu_threads, machine_line
+passive_openmp_wait()  # as the ctsp command does, before torch loads its OpenMP runtime
+
+import torch  # noqa: E402
+
+from ctsp import config as cfg  # noqa: E402
+from ctsp.app import build_discrete_network, build_loop_network, make_learner  # noqa: E402
+from ctsp.continuous import Trainer  # noqa: E402
+from ctsp.discrete import DiscreteTrainer  # noqa: E402
+from ctsp.runs import cpu_threads, machine_line  # noqa: E402
 
 CPU = torch.device("cpu")
 SHAPES = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}

@@ -306,7 +306,29 @@ def _terminate(signum, frame) -> None:
     raise Terminated
 
 
+# OpenMP wait policies chosen by the user (OpenMP's, GNU libgomp's and Intel's variables)
+WAIT_POLICY_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+def passive_openmp_wait(environ=os.environ) -> bool:
+    """Let idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``) unless
+    the user chose a wait policy or torch (whose OpenMP runtime reads it once, when loaded) is
+    already imported; returns whether it was set. Child processes inherit it.
+
+    Why: torch's element-wise ops and matrix products synchronise their threads at the end of
+    every op. With a busy process on one of the cores, spinning threads held the run off that
+    core and a 2-thread continuous-time minibatch became about 4x slower; with sleeping threads
+    about 1.8x, and no slower on a quiet machine (benchmarks/step.py --busy,
+    docs/performance.md).
+    """
+    if "torch" in sys.modules or any(v in environ for v in WAIT_POLICY_VARIABLES):
+        return False
+    environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
+    passive_openmp_wait()
     from .errors import CtspError, RunInterrupted, Terminated
 
     parser = _parser()

@@ -282,3 +282,31 @@ def test_threads_flag_and_key(capsys):
     assert main(["simulate", "--threads", "-1"]) == 2
     err = capsys.readouterr().err
     assert "invalid value for threads: -1 (expected >= 0)" in err and err.count("\n") == 1
+
+
+WAIT_PROBE = (
+    "import os, sys; from ctsp.cli import main; main(['configs']); "
+    "import torch; sys.stderr.write(repr(os.environ.get('OMP_WAIT_POLICY')))"
+)
+
+
+@pytest.mark.parametrize("user", [None, "ACTIVE"])
+def test_the_command_lets_idle_openmp_threads_sleep_unless_the_user_chose(user):
+    """``ctsp`` sets OMP_WAIT_POLICY=PASSIVE before torch loads (a fresh process) and keeps a
+    policy the user set; in a process where torch is loaded already it changes nothing."""
+    import os
+    import subprocess
+    import sys
+
+    from ctsp.cli import passive_openmp_wait
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    if user is not None:
+        env["OMP_WAIT_POLICY"] = user
+    done = subprocess.run(
+        [sys.executable, "-c", WAIT_PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.endswith(repr(user or "PASSIVE"))
+    environ: dict[str, str] = {}
+    assert not passive_openmp_wait(environ) and environ == {}  # torch is loaded here

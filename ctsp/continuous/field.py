@@ -62,14 +62,46 @@ def eq13(
     pops, fn = net.populations, net.neuron.fn
     identity = in_bounds and fn.identity_within_bounds
     rates = state if identity else fn.rho(state)
-    dsdt = torch.cat([current(net, rates, k, input_current) for k in range(len(pops))], 1)
-    if not identity:
-        dsdt.mul_(fn.rho_prime(state))
-    dsdt.addcmul_(state, net.tau.reciprocal(), value=-1.0)
+    leak = net.tau.reciprocal()
+    # population by population into one buffer: no concatenation and no pass over the whole
+    # state per term (each population's terms are one element-wise op and its matrix products)
+    dsdt = torch.empty_like(state)
+    for k, cols in enumerate(pops):
+        d, s = dsdt[:, cols], state[:, cols]
+        if identity:  # the current summed in place
+            add_recurrent_(net, rates, k, d.copy_(external_current(net, k, input_current)))
+        else:
+            torch.mul(current(net, rates, k, input_current), fn.rho_prime(s), out=d)
+        d.addcmul_(s, leak[cols], value=-1.0)
     if target is not None and not (isinstance(beta, float) and beta == 0.0):
         out = pops[-1]
         dsdt[:, out] -= beta * (state[:, out] - target)
     return dsdt
+
+
+def external_current(net, k: int, input_current: Tensor) -> Tensor:
+    """The current into population k from outside the populations: W_in x + b_1 (B, n_1) for
+    the first, the bias b_k (n_k,) for the others."""
+    return input_current if k == 0 else net.biases[k]
+
+
+def recurrent_inputs(net, k: int):
+    """(source columns of the flat state, weight (n_k, n_src)) of every recurrent projection
+    into population k (see :func:`recurrent_edges`)."""
+    pops = net.populations
+    return [
+        (pops[e.src], net.projections[e.name].weight)
+        for e in net.edges
+        if e.dst == k and e.src >= 0
+    ]
+
+
+def add_recurrent_(net, rates: Tensor, k: int, out: Tensor) -> Tensor:
+    """``out += sum_{i->k} rho(s_i) W_ik^T`` in place, (B, n_k): one matrix product per
+    recurrent projection into population k."""
+    for cols, w in recurrent_inputs(net, k):
+        out.addmm_(rates[:, cols], w.T)
+    return out
 
 
 def current(net, rates: Tensor, k: int, input_current: Tensor) -> Tensor:
@@ -78,11 +110,9 @@ def current(net, rates: Tensor, k: int, input_current: Tensor) -> Tensor:
     ``rates`` rho(s), (B, N); population 0 receives ``input_current`` (W_in x + b_1) in place of
     its bias. One matrix product per recurrent projection into k (see :func:`recurrent_edges`).
     """
-    pops = net.populations
-    cur = input_current if k == 0 else net.biases[k].expand(rates.shape[0], -1)
-    for e in net.edges:
-        if e.dst == k and e.src >= 0:
-            cur = torch.addmm(cur, rates[:, pops[e.src]], net.projections[e.name].weight.T)
+    cur = external_current(net, k, input_current).expand(rates.shape[0], -1)
+    for cols, w in recurrent_inputs(net, k):
+        cur = torch.addmm(cur, rates[:, cols], w.T)
     return cur
 
 
@@ -107,8 +137,11 @@ def block_terms(net, k: int, cur: Tensor, beta=0.0, target: Tensor | None = None
     return cur, c
 
 
-def block_state(net, k: int, cur: Tensor, beta=0.0, target: Tensor | None = None) -> Tensor:
-    """The steady state of population k of Eq. 13 given the others, (B, n_k).
+def block_state(
+    net, k: int, cur: Tensor, beta=0.0, target: Tensor | None = None, out: Tensor | None = None
+) -> Tensor:
+    """The steady state of population k of Eq. 13 given the others, (B, n_k), written into
+    ``out`` when given (e.g. population k's columns of the flat state).
 
     ds_j/dt = a_j - c_j s_j = 0 (:func:`block_terms`), projected onto the bounds [lo, hi]::
 
@@ -120,7 +153,7 @@ def block_state(net, k: int, cur: Tensor, beta=0.0, target: Tensor | None = None
     it).
     """
     a, c = block_terms(net, k, cur, beta, target)
-    return (a / c).clamp_(*net.neuron.fn.bounds)
+    return torch.div(a, c, out=out).clamp_(*net.neuron.fn.bounds)
 
 
 def block_residual(net, k: int, cur: Tensor, state: Tensor, beta=0.0, target=None) -> Tensor:

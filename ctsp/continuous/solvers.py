@@ -260,18 +260,20 @@ class Steady:
             last = len(pops) - 1
             cur = current(net, state, last, field.input_current)
             field.passes += recurrent_edges(net, last)
-            state[:, pops[last]] = block_state(net, last, cur, field.beta, field.target)
+            block_state(net, last, cur, field.beta, field.target, out=state[:, pops[last]])
         while True:
             for k, cols in enumerate(pops):
                 # within the bounds rho(s) = s, so the state is the rate
                 cur = current(net, state, k, field.input_current)
                 field.passes += recurrent_edges(net, k)
-                if k == 0 and sweeps > 0:
+                # the residual where it decides something: every sweep with a tolerance, else
+                # after the last one
+                if k == 0 and sweeps > 0 and (tol > 0 or sweeps >= max_sweeps):
                     res = block_residual(net, 0, cur, state[:, first], field.beta, field.target)
                     converged = tol > 0 and bool((res < tol).all())
                     if converged or sweeps >= max_sweeps:
                         return state, res, sweeps, converged
-                state[:, cols] = block_state(net, k, cur, field.beta, field.target)
+                block_state(net, k, cur, field.beta, field.target, out=state[:, cols])
             sweeps += 1
             field.nfe += 1
 

@@ -151,8 +151,14 @@ class Trainer:
             clamped = self.relax_phase(current, free.state, beta, target, dur)
             nudged, base, beta_eff = clamped.state, free.state, beta
         check_finite(free.state, clamped.state)
-        rho = net.neuron.rho
+        rho = self.rates
         return Phases(free, clamped, rho(free.state), rho(base), rho(nudged), beta_eff)
+
+    def rates(self, state: Tensor) -> Tensor:
+        """rho(s) of a relaxed state. Every solver ends on the rate function's bounds'
+        projection, so for a rate function that is the identity within its bounds (the hard
+        sigmoid) the state is its own rate: no copy."""
+        return state if self.net.neuron.fn.identity_within_bounds else self.net.neuron.rho(state)
 
     def presynaptic(self, x: Tensor, edge, rates: Tensor) -> Tensor:
         """The presynaptic rates of ``edge``: the input x for the input projection."""
@@ -170,8 +176,8 @@ class Trainer:
                 proj.weight,
                 net.biases[e.dst] if e.owns_bias else None,
                 self.presynaptic(x, e, ph.free_rates),
-                ph.base_rates[:, dst].contiguous(),
-                ph.nudged_rates[:, dst].contiguous(),
+                ph.base_rates[:, dst],
+                ph.nudged_rates[:, dst],
                 lr,
                 ph.beta,
             )

@@ -123,9 +123,13 @@ def cpu_name() -> str:
 def machine_line() -> str:
     """The machine, as every table and benchmark states it: CPU, cores, GPU, threads, versions."""
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    # the OpenMP wait policy (the ctsp command sets PASSIVE: ctsp.cli.passive_openmp_wait)
+    wait = "".join(
+        f" {v}={os.environ[v]}" for v in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if v in os.environ
+    )
     return (
-        f"{cpu_name()}, {os.cpu_count()} cores{gpu}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, Python {platform.python_version()}"
+        f"{cpu_name()}, {os.cpu_count()} cores{gpu}, {torch.get_num_threads()} torch threads"
+        f"{wait}, torch {torch.__version__}, Python {platform.python_version()}"
     )
 
 
