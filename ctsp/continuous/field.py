@@ -86,33 +86,35 @@ def external_current(net, k: int, input_current: Tensor) -> Tensor:
 
 
 def recurrent_inputs(net, k: int):
-    """(source columns of the flat state, weight (n_k, n_src)) of every recurrent projection
-    into population k (see :func:`recurrent_edges`)."""
-    pops = net.populations
-    return [
-        (pops[e.src], net.projections[e.name].weight)
-        for e in net.edges
-        if e.dst == k and e.src >= 0
-    ]
+    """(source population, weight (n_k, n_src)) of every recurrent projection into population
+    k (see :func:`recurrent_edges`)."""
+    return [(e.src, net.projections[e.name].weight) for e in net.edges if e.dst == k and e.src >= 0]
 
 
-def add_recurrent_(net, rates: Tensor, k: int, out: Tensor) -> Tensor:
+def population_rates(net, rates, k: int) -> Tensor:
+    """Population k's rates (B, n_k) from the flat rates (B, N) or a sequence of per-population
+    tensors (which the steady sweeps keep, contiguous for the matrix products)."""
+    return rates[k] if isinstance(rates, (list, tuple)) else rates[:, net.populations[k]]
+
+
+def add_recurrent_(net, rates, k: int, out: Tensor) -> Tensor:
     """``out += sum_{i->k} rho(s_i) W_ik^T`` in place, (B, n_k): one matrix product per
-    recurrent projection into population k."""
-    for cols, w in recurrent_inputs(net, k):
-        out.addmm_(rates[:, cols], w.T)
+    recurrent projection into population k; ``rates`` as for :func:`population_rates`."""
+    for src, w in recurrent_inputs(net, k):
+        out.addmm_(population_rates(net, rates, src), w.T)
     return out
 
 
-def current(net, rates: Tensor, k: int, input_current: Tensor) -> Tensor:
+def current(net, rates, k: int, input_current: Tensor) -> Tensor:
     """The synaptic current into population k, sum_{i->j} w_ij rho(s_i) + b_j, (B, n_k).
 
-    ``rates`` rho(s), (B, N); population 0 receives ``input_current`` (W_in x + b_1) in place of
-    its bias. One matrix product per recurrent projection into k (see :func:`recurrent_edges`).
+    ``rates`` rho(s), (B, N), or per population (:func:`population_rates`); population 0
+    receives ``input_current`` (W_in x + b_1) in place of its bias. One matrix product per
+    recurrent projection into k (see :func:`recurrent_edges`).
     """
-    cur = external_current(net, k, input_current).expand(rates.shape[0], -1)
-    for cols, w in recurrent_inputs(net, k):
-        cur = torch.addmm(cur, rates[:, cols], w.T)
+    cur = external_current(net, k, input_current).expand(input_current.shape[0], -1)
+    for src, w in recurrent_inputs(net, k):
+        cur = torch.addmm(cur, population_rates(net, rates, src), w.T)
     return cur
 
 

@@ -248,32 +248,33 @@ class Steady:
                 )
 
     def solve(self, field, state: Tensor, *, tol: float, max_sweeps: int):
-        """Sweep from ``state`` (projected; modified in place): (state, residual (B,), sweeps,
-        converged)."""
+        """Sweep from ``state`` (not modified; projected first): (new state, residual (B,),
+        sweeps, converged)."""
         net, pops = field.net, field.net.populations
         check_nudge(net, field.beta)
-        first = pops[0]
-        sweeps = 0
+        # one contiguous tensor per population (the matrix products read them faster than
+        # column slices of the flat state); joined again at the end
+        s = [field.project_(state[:, cols].clone()) for cols in pops]
+        sweeps, last = 0, len(pops) - 1
         if field.target is not None:
             # the nudge changes the output's equation alone: set the output first, so that a
             # phase started from a free fixed point does not begin by recomputing h1 ... h_L
-            last = len(pops) - 1
-            cur = current(net, state, last, field.input_current)
+            cur = current(net, s, last, field.input_current)
             field.passes += recurrent_edges(net, last)
-            block_state(net, last, cur, field.beta, field.target, out=state[:, pops[last]])
+            block_state(net, last, cur, field.beta, field.target, out=s[last])
         while True:
-            for k, cols in enumerate(pops):
+            for k in range(len(pops)):
                 # within the bounds rho(s) = s, so the state is the rate
-                cur = current(net, state, k, field.input_current)
+                cur = current(net, s, k, field.input_current)
                 field.passes += recurrent_edges(net, k)
                 # the residual where it decides something: every sweep with a tolerance, else
                 # after the last one
                 if k == 0 and sweeps > 0 and (tol > 0 or sweeps >= max_sweeps):
-                    res = block_residual(net, 0, cur, state[:, first], field.beta, field.target)
+                    res = block_residual(net, 0, cur, s[0], field.beta, field.target)
                     converged = tol > 0 and bool((res < tol).all())
                     if converged or sweeps >= max_sweeps:
-                        return state, res, sweeps, converged
-                block_state(net, k, cur, field.beta, field.target, out=state[:, cols])
+                        return torch.cat(s, 1), res, sweeps, converged
+                block_state(net, k, cur, field.beta, field.target, out=s[k])
             sweeps += 1
             field.nfe += 1
 
@@ -360,9 +361,7 @@ def relax(
             raise ConfigError(f"solver 'steady' needs max_sweeps >= 1; got {max_sweeps}")
         solver.check_network(field.net)
         field.in_bounds = True
-        state, last, sweeps, converged = solver.solve(
-            field, field.project_(s0.clone()), tol=tol, max_sweeps=max_sweeps
-        )
+        state, last, sweeps, converged = solver.solve(field, s0, tol=tol, max_sweeps=max_sweeps)
         stats = RelaxStats(sweeps, field.nfe, 0.0, converged, float(last.max()), field.passes)
         return Relaxation(state, stats)
     if duration < 0 or step <= 0:
