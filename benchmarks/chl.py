@@ -18,7 +18,8 @@ at batch 20 and 100, for these rate cases:
   free/nudged postsynaptic rates); the first ``B`` rows are used for batch ``B``.
 
 Each time is the median over ``--repeats`` calls after warm-up calls (the first call's
-numba compile is excluded). Torch and numba use all cores.
+numba compile is excluded), the contenders of a cell called in turn, call by call, so that
+they meet the same machine load. Torch and numba use all cores.
 
 Usage: ``python benchmarks/chl.py [--rates FILE.npz] [--repeats N]``
 """
@@ -68,15 +69,19 @@ def _other_cores(start, stop, wall: float) -> float:
     return max(0.0, ((stop[0] - start[0]) - (stop[1] - start[1])) / wall)
 
 
-def _median_ms(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def _medians_ms(fns: dict, repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Median ms per call of every function, the functions called in turn (one call each per
+    round), so that all of them meet the same machine load."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
 
 
 DENSITIES = (0.0, 0.03125, 0.0625, 0.125, 0.25, 0.5, 0.75, 1.0)
@@ -93,13 +98,12 @@ def measure_crossover(n_post: int, n_pre: int, batch: int, repeats: int) -> floa
     diff[diff == 0] = 0.25
     uniform = torch.rand(batch, n_post, generator=gen)
     zeros = torch.zeros_like(diff)
-    t_torch = _median_ms(lambda: weight.addmm_(diff.T, pre, alpha=SCALE), repeats)
-    t_numba = []
+    fns = {"torch": lambda: weight.addmm_(diff.T, pre, alpha=SCALE)}
     for density in DENSITIES:
         sparse = torch.where(uniform < density, diff, zeros)
-        t_numba.append(
-            _median_ms(lambda d=sparse: chl_update(weight, pre, zeros, d, SCALE, "numba"), repeats)
-        )
+        fns[density] = lambda d=sparse: chl_update(weight, pre, zeros, d, SCALE, "numba")
+    ms = _medians_ms(fns, repeats)
+    t_torch, t_numba = ms["torch"], [ms[d] for d in DENSITIES]
     if t_numba[0] >= t_torch:
         return 0.0
     for k in range(1, len(DENSITIES)):
@@ -150,13 +154,12 @@ def _row(label, batch, case, pre, free, nudged, repeats, rng):
     weight = t(rng.standard_normal((n_post, n_pre)) * 0.1)
     diff = nudged_t - free_t
     density = torch.count_nonzero(diff).item() / diff.numel()
-    ms = {}
-    for backend in ("numba", "torch"):
-        w = weight.clone()
-        ms[backend] = _median_ms(
-            lambda w=w, b=backend: chl_update(w, pre_t, free_t, nudged_t, SCALE, backend=b),
-            repeats,
-        )
+    copies = {b: weight.clone() for b in ("numba", "torch")}
+    fns = {
+        b: lambda w=w, b=b: chl_update(w, pre_t, free_t, nudged_t, SCALE, backend=b)
+        for b, w in copies.items()
+    }
+    ms = _medians_ms(fns, repeats)
     auto = plasticity.auto_backend(weight, diff)
     xover = measure_crossover(n_post, n_pre, batch, repeats)
     best = min(ms, key=ms.get)
