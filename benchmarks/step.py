@@ -107,7 +107,10 @@ def report(title: str, times: dict[str, list[float]], reference: str) -> None:
 def discrete_step(name: str, batch: int | None, rule: str, precision: str, contiguous: bool):
     """A callable that trains one minibatch of random input of ``name``'s shape."""
     c = cfg.load(name, cfg.DiscreteRunConfig)
-    c = cfg.with_overrides(c, [(["train", "rule"], rule), (["train", "precision"], precision)])
+    sets = [(["train", "rule"], rule), (["train", "precision"], precision)]
+    if rule == "bp" and c.model.arch == "snn":  # BP of a spiking network: surrogate spikes
+        sets.append((["model", "spike_loss"], "surrogate"))
+    c = cfg.with_overrides(c, sets)
     shape = SHAPES[c.data.name]
     net = build_discrete_network(c, shape, 10)
     trainer = DiscreteTrainer(net, make_learner(net, c), c, CPU)

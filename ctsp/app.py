@@ -16,7 +16,7 @@ import torch
 
 from . import continuous, discrete, runs
 from .config import ARCHS, DiscreteRunConfig, RunConfig
-from .errors import PerformanceWarning
+from .errors import ConfigError, PerformanceWarning
 from .nn import has_convolutions, precision_warning
 from .runs import Recorder, RunResult
 
@@ -67,6 +67,16 @@ def make_learner(net, config: DiscreteRunConfig) -> discrete.Learner:
     """The learner of ``config.train.rule`` for ``net``, from the registry of the
     architecture's family (``config.ARCHS``)."""
     return ARCHS[config.model.arch][config.train.rule](net, config)
+
+
+def training_backend(trainer, rank: int):
+    """The backend of ``config.parallel``: one process, or this rank's part of a layer pipeline
+    (layers split by parameter count, ``discrete.split_layers``)."""
+    stages = trainer.config.parallel.stages
+    if stages == 1:
+        return discrete.SingleProcess()
+    sizes = [sum(p.numel() for p in layer.parameters()) for layer in trainer.net.layers]
+    return discrete.LayerPipeline(discrete.split_layers(sizes, stages), rank)
 
 
 def simulate(
@@ -152,22 +162,40 @@ def train(
     data = runs.load_data(config) if data is None else data
     if network is None:
         network = build_discrete_network(config, data.image_shape, data.classes)
-    run_dir = runs.run_directory(out, config.name, force=force, resume=resume)
-    with runs.cpu_threads(config.threads), run_dir as path:
-        config = runs.resumed_config(path, config) if resume else config
-        net = network.to(device)
-        trainer = discrete.DiscreteTrainer(net, make_learner(net, config), config, device)
-        metrics = runs.fit(
-            trainer,
-            data,
-            config,
-            path,
-            resume=resume,
-            resumable=discrete.RESUMABLE_KEYS,
-            progress=progress,
-            log=log,
-            stop_after=stop_after,
-            layers=list(trainer.names),
-            recorders=recorders,
+    par = config.parallel
+    if par.stages > 1 and network.signal.needs_feedback:
+        raise ConfigError(
+            f"signal.generator = {config.signal.generator!r} needs the network's output for "
+            "the same input before the first layer trains (target-loop, Fig. 2c): a layer "
+            "pipeline cannot give it yet; use parallel.stages = 1"
         )
+    with runs.process_group(par.stages * par.replicas, device) as rank:
+        if rank > 0:  # a stage of the pipeline: rank 0 drives it and writes the run
+            with runs.cpu_threads(config.threads):
+                net = network.to(device)
+                trainer = discrete.DiscreteTrainer(net, make_learner(net, config), config, device)
+                training_backend(trainer, rank).serve(trainer)
+            return None
+        run_dir = runs.run_directory(out, config.name, force=force, resume=resume)
+        with runs.cpu_threads(config.threads), run_dir as path:
+            config = runs.resumed_config(path, config) if resume else config
+            net = network.to(device)
+            trainer = discrete.DiscreteTrainer(net, make_learner(net, config), config, device)
+            trainer.backend = training_backend(trainer, rank)
+            try:
+                metrics = runs.fit(
+                    trainer,
+                    data,
+                    config,
+                    path,
+                    resume=resume,
+                    resumable=discrete.RESUMABLE_KEYS,
+                    progress=progress,
+                    log=log,
+                    stop_after=stop_after,
+                    layers=list(trainer.names),
+                    recorders=recorders,
+                )
+            finally:
+                trainer.backend.stop()
     return RunResult(path, metrics, net)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -75,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _run_arguments(t, "train")
     t.add_argument("--lr", type=float, help="Adam learning rate of every layer (train.lr)")
+    t.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="start N local processes for a parallel run (N = parallel.stages x "
+        "parallel.replicas; under torchrun, leave it out)",
+    )
 
     c = sub.add_parser("configs", help="list the bundled configs (simulate, then train)")
 
@@ -214,16 +222,53 @@ def _run(args: argparse.Namespace) -> int:
     from .app import simulate, train
 
     run = simulate if args.command == "simulate" else train
-
-    run(
-        config,
-        args.out,
-        force=args.force,
-        resume=args.resume,
-        progress=not args.no_progress,
-        stop_after=args.stop_after,
-    )
+    workers = _start_workers(args)
+    try:
+        run(
+            config,
+            args.out,
+            force=args.force,
+            resume=args.resume,
+            progress=not args.no_progress,
+            stop_after=args.stop_after,
+        )
+    finally:
+        failed = _end_workers(workers)
+    if failed:
+        raise failed
     return 0
+
+
+def _start_workers(args: argparse.Namespace) -> list:
+    """``--workers N``: ranks 1 … N-1 as copies of this command (``ctsp.runs.launch``); none
+    in a process that a launcher started (it has a rank already)."""
+    from .errors import ConfigError
+
+    n = getattr(args, "workers", None)
+    if n is None or "RANK" in os.environ:
+        return []
+    if n < 1:
+        raise ConfigError(f"--workers must be at least 1 (got {n})")
+    from .runs import launch
+
+    return launch(args.argv, n) if n > 1 else []
+
+
+def _end_workers(procs: list, grace: float = 60.0):
+    """Wait for the started workers (``grace`` seconds each, then kill them); the error of
+    the first one that failed, or None."""
+    from .errors import WorkerError
+
+    failed = None
+    for rank, proc in enumerate(procs, start=1):
+        try:
+            code = proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        if code and failed is None:
+            failed = WorkerError(f"worker rank {rank} exited with code {code}")
+    return failed
 
 
 def help_config(cls) -> str:
@@ -333,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     debug = args.debug or os.environ.get("CTSP_DEBUG", "") not in ("", "0")
     previous = signal.signal(signal.SIGTERM, _terminate)
     show_warning, warnings.showwarning = warnings.showwarning, _show_warning

@@ -45,6 +45,12 @@ class LearningError(CtspError):
     exit_code = 1
 
 
+class WorkerError(CtspError):
+    """A process of a parallel run failed or stopped answering (exit code 1)."""
+
+    exit_code = 1
+
+
 class CtspWarning(UserWarning):
     """ctsp's own warnings about a run (the command line shows them as one line)."""
 

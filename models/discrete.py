@@ -97,7 +97,13 @@ class DiscreteNetwork(nn.Module):
         base = x if self.into != "hidden" else h1
         return self.signal(base=base, feedback=feedback)
 
-    def pairs(self, x: Tensor) -> Iterator[tuple[Tensor, Tensor | None]]:
+    def pairs(
+        self,
+        x: Tensor | None,
+        start: int = 0,
+        stop: int | None = None,
+        carry: tuple[Tensor, Tensor | None] | None = None,
+    ) -> Iterator[tuple[Tensor, Tensor | None]]:
         """Forward pass with the learning signal: yields (h_i, t_i) for every layer i in order.
 
         x: (B, C, H, W). h_i: (B, ...). t_i: the class targets (m, ...) or the per-sample ones
@@ -105,12 +111,22 @@ class DiscreteNetwork(nn.Module):
         every layer are detached, so the graph of (h_i, t_i) holds layer i alone (and the
         generator for i = 1); the generator's output is not detached before layer 1. The next
         layer is computed only when the caller asks for it, after it has used (h_i, t_i).
+
+        Layers ``start`` to ``stop - 1`` only (a stage of a layer pipeline): from ``start > 0``
+        on, ``carry`` is layer ``start - 1``'s (h, t) as yielded (and x is not used), and the
+        pairs are those of the whole pass.
         """
         sig = self.signal
-        feedback = self.feedback(x) if sig.needs_feedback else None
-        t = self.first_targets(x, None, feedback) if self.into != "hidden" else None
-        h, b, last = x, x.shape[0], len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
+        stop = len(self.layers) if stop is None else stop
+        if start == 0:
+            feedback = self.feedback(x) if sig.needs_feedback else None
+            t = self.first_targets(x, None, feedback) if self.into != "hidden" else None
+            h = x
+        else:
+            h, t = carry
+        b, last = h.shape[0], len(self.layers) - 1
+        for i in range(start, stop):
+            layer = self.layers[i]
             if i == last and self.prediction == "classifier":
                 z, _ = layer(h.detach())
                 yield z, None

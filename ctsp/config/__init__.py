@@ -38,6 +38,7 @@ from .discrete import (
     DiscreteRunConfig,
     DiscreteTrainConfig,
     ModelConfig,
+    ParallelConfig,
     SignalConfig,
     TrainDataConfig,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "SignalConfig",
     "SolverConfig",
     "TrainConfig",
+    "ParallelConfig",
     "TrainDataConfig",
     "bundled",
     "bundled_names",

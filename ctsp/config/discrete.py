@@ -164,10 +164,29 @@ class DiscreteTrainConfig(Section, LRSchedule):
 
 
 @dataclass(frozen=True)
+class ParallelConfig(Section):
+    PREFIX: ClassVar[str] = "parallel."
+
+    stages: int = option(
+        1, "layer pipeline: consecutive layers split into this many processes (sigprop)"
+    )
+    replicas: int = option(1, "data-parallel replicas (only 1 today)")
+
+    def check(self) -> None:
+        _require(self.stages >= 1, "parallel.stages", self.stages, ">= 1")
+        _require(
+            self.replicas == 1,
+            "parallel.replicas",
+            self.replicas,
+            "1 (no data-parallel backend yet)",
+        )
+
+
+@dataclass(frozen=True)
 class DiscreteRunConfig(ConfigBase):
     """``ctsp train``: a discrete network trained by sigprop, every layer by its own loss."""
 
-    SECTIONS: ClassVar[tuple[str, ...]] = ("data", "model", "signal", "train")
+    SECTIONS: ClassVar[tuple[str, ...]] = ("data", "model", "signal", "train", "parallel")
     BUNDLED: ClassVar[str] = "train"
     COMMAND: ClassVar[str] = "train"
 
@@ -179,6 +198,7 @@ class DiscreteRunConfig(ConfigBase):
     model: ModelConfig = section(ModelConfig, "the network")
     signal: SignalConfig = section(SignalConfig, "the learning signal (target generator)")
     train: DiscreteTrainConfig = section(DiscreteTrainConfig, "training")
+    parallel: ParallelConfig = section(ParallelConfig, "training over several processes")
 
     def network_summary(self) -> str:
         """The network and rule in a few words (``ctsp configs``), e.g. "vgg8b x1, sigprop"."""
@@ -201,6 +221,14 @@ class DiscreteRunConfig(ConfigBase):
             raise ConfigError(
                 f"invalid value for train.rule: {rule!r} (model.arch = {model.arch!r}); "
                 f"valid: {', '.join(rules)}"
+            )
+        stages = self.parallel.stages
+        if stages > 1 and (rule != "sigprop" or model.arch == "snn"):
+            raise ConfigError(
+                f"parallel.stages = {stages} pipelines sigprop's layers of the fc, conv and "
+                f"vgg8b networks; train.rule = {rule!r} with model.arch = {model.arch!r} cannot "
+                "(BP, FA and DFA send the error back through every layer; the spiking network "
+                "and the local-learning rules have no layer-range training yet)"
             )
         if rule != "sigprop" and model.prediction != "classifier":
             raise ConfigError(

@@ -6,7 +6,7 @@ baselines BP, FA, DFA, LL-BP, LL-FA and Shallow. :class:`DiscreteTrainer` runs a
 epochs on a training backend (:data:`BACKENDS`).
 """
 
-from .backends import BACKENDS, SingleProcess
+from .backends import BACKENDS, LayerPipeline, SingleProcess, split_layers
 from .baselines import Backprop, DirectFeedbackAlignment, FeedbackAlignment, Shallow
 from .feedback import FeedbackAlignmentFunction, feedback_alignment, fixed_generator
 from .learner import Learner, Rules
@@ -28,6 +28,7 @@ __all__ = [
     "FeedbackAlignment",
     "FeedbackAlignmentFunction",
     "LPred",
+    "LayerPipeline",
     "Learner",
     "LocalLearning",
     "LocalLearningFA",
@@ -42,4 +43,5 @@ __all__ = [
     "fixed_generator",
     "learning_rate",
     "similarity",
+    "split_layers",
 ]

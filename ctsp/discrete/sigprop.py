@@ -45,12 +45,25 @@ class Sigprop(Rules):
                 self.rules[name] = LPred(params, compare=net.compare_name, lr=lr, name=name)
 
     def train_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        losses, wrong = [], []
-        for rule, (h, t) in zip(self.rules.values(), self.net.pairs(x), strict=True):
+        losses, wrong, _ = self.train_layers(x, y)
+        return losses, wrong
+
+    def train_layers(self, x, y: Tensor, start: int = 0, stop: int | None = None, carry=None):
+        """Layers ``start`` to ``stop - 1`` of one minibatch (a stage of a layer pipeline;
+        ``carry``: layer ``start - 1``'s (h, t), see ``DiscreteNetwork.pairs``): (loss per
+        layer, wrong predictions per layer, the last layer's (h, t) detached for the next
+        stage)."""
+        losses, wrong, h, t = [], [], None, None
+        rules = list(self.rules.values())[start:stop]
+        # a whole pass needs only pairs(x) (the spiking network has no layer ranges yet)
+        whole = start == 0 and stop is None
+        pairs = self.net.pairs(x) if whole else self.net.pairs(x, start, stop, carry)
+        for rule, (h, t) in zip(rules, pairs, strict=True):
             loss, logits = rule.update(h, t, y)
             losses.append(loss)
             wrong.append((logits.argmax(1) != y).sum())
-        return torch.stack(losses), torch.stack(wrong)
+        out = (h.detach(), None if t is None else t.detach())
+        return torch.stack(losses), torch.stack(wrong), out
 
     def predict_exits(self, x: Tensor) -> Tensor:
         return self.net.predict_exits(x)

@@ -18,14 +18,21 @@ import torch
 from torch import Tensor
 
 from ..errors import DivergenceError, RunDirError
-from ..nn import autocast, has_convolutions, memory_format, recalibrate_batch_norm
+from ..nn import autocast, has_convolutions, memory_format, recalibrate_batch_norm, seed_dropout
 from .backends import SingleProcess
 from .learner import Learner
 
 # keys (or key prefixes ending in ".") that a resumed run may change; train.recalibrate_bn acts
 # from the next evaluation on (it changes training only where training reads the running
 # statistics: signal.bn_targets = "running" and the target-loop generators' inference pass)
-RESUMABLE_KEYS = ("train.epochs", "device", "threads", "train.recalibrate_bn", "train.health")
+RESUMABLE_KEYS = (
+    "train.epochs",
+    "device",
+    "threads",
+    "train.recalibrate_bn",
+    "train.health",
+    "parallel.",
+)
 
 
 def learning_rate(train, epoch: int) -> float:
@@ -86,6 +93,20 @@ class DiscreteTrainer:
         self.learner.set_lr(lr)
         return lr
 
+    def begin_epoch(self, epoch: int, lr: float | None = None) -> None:
+        """What every process that trains layers of ``epoch`` sets first: the learning rate
+        (``lr``, default the schedule's: :meth:`set_epoch`; kept in ``self.lr``), the dropout
+        generator seeded by (seed, epoch), training mode."""
+        if lr is None:
+            lr = self.set_epoch(epoch)
+        else:
+            self.learner.set_lr(lr)
+        self.lr = lr
+        seed = self.config.seed * 1_000_003 + epoch + 1
+        torch.manual_seed(seed)  # dropout of networks without StaticNeurons
+        seed_dropout(self.net, seed)
+        self.net.train()
+
     def batches(self, data, epoch: int):
         """The training minibatches (x, y) of ``epoch``, on the device: a permutation drawn from
         a generator seeded by (seed, epoch), augmented from the same generator; a last batch of
@@ -104,13 +125,12 @@ class DiscreteTrainer:
         """One pass over the training set on the backend; the order, augmentation and dropout
         come from generators seeded by (seed, epoch); ``on_batch(epoch, k)`` after every
         minibatch. Returns per-layer mean losses and exit errors."""
-        torch.manual_seed(self.config.seed * 1_000_003 + epoch + 1)  # dropout
-        self.net.train()
+        self.begin_epoch(epoch)
         layers = len(self.names)
         loss_sum = torch.zeros(layers, dtype=torch.float64)
         wrong = torch.zeros(layers, dtype=torch.int64)
         seen = 0
-        steps = self.backend.run(self.learner, self.batches(data, epoch), self.autocast)
+        steps = self.backend.run(self, self.batches(data, epoch), epoch)
         try:
             for k, (losses, w, size) in enumerate(steps):
                 loss_sum += losses.double().cpu() * size
@@ -152,13 +172,12 @@ class DiscreteTrainer:
     # the EpochTrainer protocol of ctsp.runs.fit
 
     def train_metrics(self, data, epoch: int, bar, on_batch=None) -> dict:
-        lr = self.set_epoch(epoch)
         stats = self.train_epoch(data, epoch, bar, on_batch)
         return {
             "train_error": stats["exit_error"][-1],
             "train_loss": stats["loss"],
             "train_exit_error": stats["exit_error"],
-            "lr": lr,
+            "lr": learning_rate(self.config.train, epoch),
         }
 
     def recalibrate(self, data) -> None:

@@ -25,7 +25,7 @@ from .precision import (
 )
 from .projections import INITS, Conv2d, Linear, glorot_uniform_
 from .rates import RATE_FUNCTIONS, RateFunction, RateNeuron, rate_function
-from .static import ACTIVATIONS, BN_TARGETS, StaticNeuron, recalibrate_batch_norm
+from .static import ACTIVATIONS, BN_TARGETS, StaticNeuron, recalibrate_batch_norm, seed_dropout
 from .targets import (
     GENERATORS,
     TARGETS_INTO,
@@ -73,4 +73,5 @@ __all__ = [
     "precision_warning",
     "rate_function",
     "recalibrate_batch_norm",
+    "seed_dropout",
 ]

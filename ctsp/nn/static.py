@@ -73,6 +73,7 @@ class StaticNeuron(nn.Module):
         self.slope, self.dropout, self.bn_targets = slope, dropout, bn_targets
         self.target_dropout = target_dropout
         self.momentum, self.eps = momentum, eps
+        self.seed_dropout(None)
         if batch_norm:
             self.norm_weight = nn.Parameter(torch.ones(features))
             self.norm_bias = nn.Parameter(torch.zeros(features))
@@ -85,10 +86,26 @@ class StaticNeuron(nn.Module):
         h = self.act(h)
         t = None if t is None else self.act(t)
         if self.dropout > 0 and self.training:
-            h = nn.functional.dropout(h, self.dropout, True)
+            h = self.drop(h)
             if t is not None and self.target_dropout:
-                t = nn.functional.dropout(t, self.dropout, True)
+                t = self.drop(t)
         return h, t
+
+    def seed_dropout(self, seed: int | None) -> None:
+        """Draw the dropout masks from this neuron's own generator, seeded by ``seed`` (None:
+        from torch's global one). A layer's masks then do not depend on what other layers drew
+        before it, in one process or in a layer pipeline (``ctsp.discrete.LayerPipeline``)."""
+        self._dropout_seed, self._generator = seed, None
+
+    def drop(self, x: Tensor) -> Tensor:
+        """Inverted dropout: x * m / (1 - p), m ~ Bernoulli(1 - p) per element."""
+        seed = self._dropout_seed
+        if seed is None:
+            return nn.functional.dropout(x, self.dropout, True)
+        if self._generator is None or self._generator.device != x.device:
+            self._generator = torch.Generator(x.device).manual_seed(seed)
+        keep = torch.empty_like(x).bernoulli_(1 - self.dropout, generator=self._generator)
+        return x * keep * (1 / (1 - self.dropout))
 
     def act(self, x: Tensor) -> Tensor:
         if self.activation == "identity":
@@ -130,6 +147,14 @@ class StaticNeuron(nn.Module):
             f"(slope={self.slope}), dropout={self.dropout}, bn_targets={self.bn_targets}, "
             f"target_dropout={self.target_dropout}"
         )
+
+
+def seed_dropout(net: nn.Module, seed: int) -> None:
+    """Give every :class:`StaticNeuron` of ``net`` its own dropout generator, seeded by
+    (``seed``, its place among the neurons) (:meth:`StaticNeuron.seed_dropout`)."""
+    neurons = (m for m in net.modules() if isinstance(m, StaticNeuron))
+    for k, neuron in enumerate(neurons):
+        neuron.seed_dropout(seed * 1009 + k)
 
 
 @torch.no_grad()

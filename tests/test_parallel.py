@@ -1,0 +1,132 @@
+"""Parallel training on torch.distributed (gloo, local processes): a layer pipeline of sigprop
+gives bit for bit the single-process run (metrics and every tensor of the checkpoint)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import xarray as xr
+
+from ctsp.cli import main
+from ctsp.discrete import split_layers
+from ctsp.nn import StaticNeuron, seed_dropout
+
+FC = ["--epochs", "2", "--set", "model.dropout=0.2"]
+VGG = ["vgg8b-fmnist", "--dataset", "digits", "--set", "data.crop=0", "--epochs", "1"]
+
+
+def test_split_layers_balances_the_cost_and_keeps_a_layer_per_stage():
+    assert split_layers([1, 1, 1, 1], 2) == [(0, 2), (2, 4)]
+    assert split_layers([64, 1000, 1000, 10], 2) == [(0, 2), (2, 4)]
+    assert split_layers([100, 1, 1, 1], 2) == [(0, 1), (1, 4)]
+    assert split_layers([1, 1, 1, 100], 3) == [(0, 2), (2, 3), (3, 4)]
+    assert split_layers([5, 5, 5], 3) == [(0, 1), (1, 2), (2, 3)]
+    with pytest.raises(ValueError, match="between 1 and 3"):
+        split_layers([1, 1, 1], 4)
+
+
+def test_a_neurons_dropout_masks_do_not_depend_on_other_draws():
+    """With its own seeded generator a neuron draws the same mask whatever was drawn before."""
+    net = torch.nn.Sequential(StaticNeuron(8, batch_norm=False, dropout=0.5), torch.nn.Identity())
+    x = torch.ones(4, 8)
+    seed_dropout(net, 3)
+    first = net[0](x)[0]
+    seed_dropout(net, 3)
+    torch.rand(100)  # another layer's (or process's) draws
+    assert torch.equal(net[0](x)[0], first)
+    assert set(first.unique().tolist()) == {0.0, 2.0}
+
+
+def _tensors(obj, prefix=""):
+    """Every tensor of a nested checkpoint, by its path."""
+    if isinstance(obj, torch.Tensor):
+        return {prefix: obj}
+    if not isinstance(obj, dict | list | tuple):
+        return {}
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+    out = {}
+    for k, v in items:
+        out.update(_tensors(v, f"{prefix}{k}."))
+    return out
+
+
+def _metrics(path):
+    ds = xr.load_dataset(path / "metrics.nc")
+    ds = ds.drop_vars([v for v in ds.data_vars if v.endswith("_seconds")])
+    ds.attrs = {}  # the config: parallel.stages differs
+    return ds
+
+
+def assert_same_run(a, b):
+    xr.testing.assert_identical(_metrics(a), _metrics(b))
+    ta = _tensors(torch.load(a / "checkpoint.pt", weights_only=False))
+    tb = _tensors(torch.load(b / "checkpoint.pt", weights_only=False))
+    assert ta.keys() == tb.keys() and len(ta) > 10
+    assert [k for k in ta if not torch.equal(ta[k], tb[k])] == []
+
+
+def ctsp(*args, timeout=300):
+    """``python -m ctsp *args`` in a fresh process (the workers are its children)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    done = subprocess.run(
+        [sys.executable, "-m", "ctsp", *args, "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.parametrize(
+    "args, stages",
+    [
+        (FC, 2),
+        pytest.param(["--set", "model.arch=conv", "--epochs", "1"], 2, marks=pytest.mark.slow),
+        pytest.param(VGG, 3, marks=pytest.mark.slow),
+    ],
+    ids=["fc", "conv", "vgg8b"],
+)
+def test_a_layer_pipeline_gives_the_single_process_run_bit_for_bit(tmp_path, args, stages):
+    assert main(["train", *args, "--out", str(tmp_path / "one"), "--no-progress"]) == 0
+    code, out, err = ctsp(
+        "train", *args, "--out", str(tmp_path / "pipe"), "--workers", str(stages),
+        "--set", f"parallel.stages={stages}",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "final test error" in out
+    assert_same_run(tmp_path / "one", tmp_path / "pipe")
+
+
+@pytest.mark.slow
+def test_a_pipeline_run_resumes_to_the_uninterrupted_weights(tmp_path):
+    args = ["train", *FC, "--epochs", "3", "--workers", "2", "--set", "parallel.stages=2"]
+    assert (
+        main(["train", *FC, "--epochs", "3", "--out", str(tmp_path / "one"), "--no-progress"]) == 0
+    )
+    part = str(tmp_path / "part")
+    assert ctsp(*args, "--out", part, "--stop-after", "1")[0] == 0
+    code, _, err = ctsp(*args, "--out", part, "--resume")
+    assert code == 0, err
+    assert_same_run(tmp_path / "one", tmp_path / "part")
+
+
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        ("train.rule=bp", "parallel.stages = 2 pipelines sigprop's layers"),
+        ("signal.generator=target-loop", "needs the network's output"),
+    ],
+)
+def test_what_a_pipeline_cannot_train_is_refused_in_one_line(capsys, sets, message):
+    assert main(["train", "--set", "parallel.stages=2", "--set", sets]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_world_of_the_wrong_size_is_refused(capsys):
+    assert main(["train", "--set", "parallel.stages=2", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "needs 2 process(es)" in err and "--workers 2" in err and err.count("\n") == 1
