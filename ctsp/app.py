@@ -17,7 +17,7 @@ import torch
 from . import continuous, discrete, runs
 from .config import ARCHS, DiscreteRunConfig, RunConfig
 from .errors import ConfigError, PerformanceWarning
-from .nn import has_convolutions, precision_warning
+from .nn import precision_warning, uses_channels_last
 from .runs import Recorder, RunResult
 
 
@@ -58,7 +58,7 @@ def build_discrete_network(config: DiscreteRunConfig, image_shape: tuple[int, in
         from models.discrete import build
 
         net = build(config.model, config.signal, image_shape, classes)
-    if has_convolutions(net):
+    if uses_channels_last(net):
         net = net.to(memory_format=torch.channels_last)
     return net
 

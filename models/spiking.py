@@ -57,6 +57,10 @@ class SpikingNetwork(DiscreteNetwork):
             the surrogate gradient) or "voltage" (the mean pre-spike membrane voltage).
     """
 
+    # contiguous (NCHW) maps: channels-last made a minibatch 1.55x slower (benchmarks/step.py,
+    # snn-fmnist-sp-voltage on an AVX2 CPU; docs/performance.md)
+    channels_last = False
+
     def __init__(
         self,
         layers: list,

@@ -130,3 +130,23 @@ def test_a_world_of_the_wrong_size_is_refused(capsys):
     assert main(["train", "--set", "parallel.stages=2", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert "needs 2 process(es)" in err and "--workers 2" in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_a_torchrun_launched_run_equals_the_workers_run(tmp_path):
+    """Under torchrun every rank comes from the launcher's environment (env://). torchrun
+    gives every process one OpenMP thread; the thread count can change float sums, so both
+    runs set it (``--threads 1``)."""
+    args = ["train", *FC, "--set", "parallel.stages=2", "--threads", "1"]
+    assert ctsp(*args, "--workers", "2", "--out", str(tmp_path / "workers"))[0] == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    done = subprocess.run(
+        [*torchrun, "--nproc-per-node", "2", "-m", "ctsp", *args, "--out", str(tmp_path / "tr")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert_same_run(tmp_path / "workers", tmp_path / "tr")

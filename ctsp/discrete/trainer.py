@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DivergenceError, RunDirError
-from ..nn import autocast, has_convolutions, memory_format, recalibrate_batch_norm, seed_dropout
+from ..nn import autocast, memory_format, recalibrate_batch_norm, seed_dropout, uses_channels_last
 from .backends import SingleProcess
 from .learner import Learner
 
@@ -75,7 +75,7 @@ class DiscreteTrainer:
         self.net, self.learner, self.config, self.device = net, learner, config, device
         self.backend = backend if backend is not None else SingleProcess()
         self.names = learner.names
-        self.channels_last = has_convolutions(net)
+        self.channels_last = uses_channels_last(net)
 
     def autocast(self):
         """The autocast context of ``train.precision`` on the trainer's device. Enter it for

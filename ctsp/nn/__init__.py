@@ -22,6 +22,7 @@ from .precision import (
     memory_format,
     native_bfloat16_cpu,
     precision_warning,
+    uses_channels_last,
 )
 from .projections import INITS, Conv2d, Linear, glorot_uniform_
 from .rates import RATE_FUNCTIONS, RateFunction, RateNeuron, rate_function
@@ -63,6 +64,7 @@ __all__ = [
     "glorot_uniform_",
     "grad_scaler",
     "has_convolutions",
+    "uses_channels_last",
     "make_generator",
     "max_pool",
     "memory_format",

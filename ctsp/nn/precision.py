@@ -8,9 +8,9 @@ optimizer has a ``torch.amp.GradScaler`` (:func:`grad_scaler`). :func:`check_pre
 float16 on the CPU; :func:`precision_warning` says when the CPU has no native bfloat16 (no
 AVX512-BF16 or AMX: oneDNN then emulates it, several times slower than float32).
 
-Convolutional networks (:func:`has_convolutions`) keep their weights and maps channels-last
-(NHWC, :func:`memory_format`), the layout oneDNN's convolution kernels prefer;
-benchmarks/step.py times it against contiguous (NCHW) maps.
+Convolutional networks keep their weights and maps channels-last (NHWC, :func:`memory_format`),
+the layout oneDNN's convolution kernels prefer, unless they opt out (:func:`uses_channels_last`:
+the spiking network); benchmarks/step.py times it against contiguous (NCHW) maps.
 """
 
 from __future__ import annotations
@@ -65,8 +65,15 @@ def autocast(device: torch.device, precision: str):
 
 
 def has_convolutions(net: torch.nn.Module) -> bool:
-    """Whether ``net`` has convolutional projections (its maps then go channels-last)."""
+    """Whether ``net`` has convolutional projections."""
     return any(isinstance(m, Conv2d) for m in net.modules())
+
+
+def uses_channels_last(net: torch.nn.Module) -> bool:
+    """Whether ``net``'s weights and maps go channels-last: it has convolutions and does not opt
+    out with a class attribute ``channels_last = False`` (the spiking network, whose
+    time-stepped layers ran 1.55x slower channels-last than contiguous in benchmarks/step.py)."""
+    return has_convolutions(net) and getattr(net, "channels_last", True)
 
 
 def memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
