@@ -181,6 +181,7 @@ def test_targets_pass_without_dropout_unless_asked():
     assert not torch.equal(out_t[0], out_t[1])  # an independent mask per target row
 
 
+@pytest.mark.slow
 def test_target_dropout_stalls_sparse_targets_on_flat_layers(tmp_path):
     """Why targets skip dropout (docs/results.md): with sparse (1x1) targets, independent dropout
     masks on the class targets drown the class differences in fc1's comparison h . t_k, which

@@ -83,7 +83,7 @@ def ctsp(*args, timeout=300):
 @pytest.mark.parametrize(
     "args, stages",
     [
-        (FC, 2),
+        pytest.param(FC, 2, marks=pytest.mark.slow),  # 20 s: two processes start
         pytest.param(["--set", "model.arch=conv", "--epochs", "1"], 2, marks=pytest.mark.slow),
         pytest.param(VGG, 3, marks=pytest.mark.slow),
     ],

@@ -85,6 +85,7 @@ def test_schedule_decays_the_chl_rates_and_chunks_resume_exactly(tmp_path):
         simulate(small(4, decay=0.1, decay_at=[0.25]), tmp_path / "part", resume=True, **quiet)
 
 
+@pytest.mark.slow
 def test_resume_with_more_epochs_keeps_the_schedule_it_was_planned_with(tmp_path):
     """`--epochs 2` then `--resume --epochs 4`: epochs 3-4 train at the last rate of the 2-epoch
     plan, bitwise as an uninterrupted run with train.schedule_epochs = 2."""
