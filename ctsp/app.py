@@ -182,20 +182,19 @@ def train(
             net = network.to(device)
             trainer = discrete.DiscreteTrainer(net, make_learner(net, config), config, device)
             trainer.backend = training_backend(trainer, rank)
-            try:
-                metrics = runs.fit(
-                    trainer,
-                    data,
-                    config,
-                    path,
-                    resume=resume,
-                    resumable=discrete.RESUMABLE_KEYS,
-                    progress=progress,
-                    log=log,
-                    stop_after=stop_after,
-                    layers=list(trainer.names),
-                    recorders=recorders,
-                )
-            finally:
-                trainer.backend.stop()
+            metrics = runs.fit(
+                trainer,
+                data,
+                config,
+                path,
+                resume=resume,
+                resumable=discrete.RESUMABLE_KEYS,
+                progress=progress,
+                log=log,
+                stop_after=stop_after,
+                layers=list(trainer.names),
+                recorders=recorders,
+            )
+            # (after a failure the stages see rank 0's connection close, or its end)
+            trainer.backend.stop()
     return RunResult(path, metrics, net)

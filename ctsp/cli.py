@@ -243,15 +243,19 @@ def _start_workers(args: argparse.Namespace) -> list:
     """``--workers N``: ranks 1 … N-1 as copies of this command (``ctsp.runs.launch``); none
     in a process that a launcher started (it has a rank already)."""
     from .errors import ConfigError
+    from .runs import launch, watch_parent, watch_workers
 
     n = getattr(args, "workers", None)
-    if n is None or "RANK" in os.environ:
+    if "RANK" in os.environ:
+        watch_parent()  # a worker of a --workers run (nothing under another launcher)
+        return []
+    if n is None or n == 1:
         return []
     if n < 1:
         raise ConfigError(f"--workers must be at least 1 (got {n})")
-    from .runs import launch
-
-    return launch(args.argv, n) if n > 1 else []
+    procs = launch(args.argv, n)
+    watch_workers(procs)
+    return procs
 
 
 def _end_workers(procs: list, grace: float = 60.0):

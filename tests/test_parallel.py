@@ -150,3 +150,59 @@ def test_a_torchrun_launched_run_equals_the_workers_run(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert_same_run(tmp_path / "workers", tmp_path / "tr")
+
+
+def _worker_of(parent: int, rank: int) -> int:
+    """The pid of the child of ``parent`` that runs ``rank`` (from /proc)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if ppid == parent and f"RANK={rank}".encode() in env:
+            return int(entry)
+    raise AssertionError(f"no rank {rank} under {parent}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc (Linux)")
+def test_kill_9_of_a_worker_stops_the_run_in_one_line_and_resume_finishes_it(tmp_path):
+    import signal
+    import time
+
+    args = ["train", *FC, "--epochs", "60", "--set", "parallel.stages=2"]
+    out = tmp_path / "pipe"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    cmd = [
+        sys.executable,
+        "-m",
+        "ctsp",
+        *args,
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.pt").is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.05)
+    os.kill(_worker_of(proc.pid, 1), signal.SIGKILL)
+    killed = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - killed < 10  # bounded: about a second
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, lines
+    assert "rank 1" in lines[0] and "--resume" in lines[0]
+    code, _, err = ctsp(*args, "--workers", "2", "--out", str(out), "--resume")
+    assert code == 0, err
+    one = ["train", *FC, "--epochs", "60", "--out", str(tmp_path / "one"), "--no-progress"]
+    assert main(one) == 0
+    assert_same_run(tmp_path / "one", out)

@@ -13,13 +13,14 @@ backend"); today there is one: a single process. Registry: :data:`BACKENDS`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor
 from torch import distributed as dist
 
-from ..errors import ConfigError
+from ..errors import ConfigError, WorkerError
 from ..registry import Registry
 
 
@@ -57,13 +58,29 @@ def split_layers(sizes: list[int], stages: int) -> list[tuple[int, int]]:
     return list(zip(cuts, [*cuts[1:], len(sizes)], strict=True))
 
 
+@contextlib.contextmanager
+def _peer(rank: int):
+    """Messages with ``rank``: a lost connection becomes one :class:`WorkerError` naming it."""
+    try:
+        yield
+    except RuntimeError as e:
+        if "gloo" not in str(e).lower() and "connection" not in str(e).lower():
+            raise
+        raise WorkerError(
+            f"rank {rank} of the pipeline stopped answering (its connection closed); the run "
+            "stops (continue it with --resume)"
+        ) from None
+
+
 def _send(obj, dst: int) -> None:
-    dist.send_object_list([obj], dst=dst)
+    with _peer(dst):
+        dist.send_object_list([obj], dst=dst)
 
 
 def _recv(src: int):
     box = [None]
-    dist.recv_object_list(box, src=src)
+    with _peer(src):
+        dist.recv_object_list(box, src=src)
     return box[0]
 
 
@@ -123,8 +140,9 @@ class LayerPipeline:
         for r in range(1, self.stages):
             n = self.splits[r][1] - self.splits[r][0]
             loss_r, wrong_r = torch.empty(n), torch.empty(n, dtype=torch.int64)
-            dist.recv(loss_r, src=r)
-            dist.recv(wrong_r, src=r)
+            with _peer(r):
+                dist.recv(loss_r, src=r)
+                dist.recv(wrong_r, src=r)
             all_losses.append(loss_r)
             all_wrong.append(wrong_r)
         return torch.cat(all_losses), torch.cat(all_wrong), size
@@ -143,7 +161,7 @@ class LayerPipeline:
         trainer.learner.load_state_dict(ours)
 
     def stop(self) -> None:
-        """Rank 0: tell every stage that training is over."""
+        """Rank 0, after the last epoch: tell every stage that training is over."""
         for r in range(1, self.stages):
             _send(("stop",), r)
 
@@ -168,8 +186,9 @@ class LayerPipeline:
                     losses, wrong, carry = trainer.learner.train_layers(None, y, start, stop, carry)
                 if not last:
                     _send(("batch", carry, y), self.rank + 1)
-                dist.send(losses.detach().float().cpu(), 0)
-                dist.send(wrong.cpu(), 0)
+                with _peer(0):
+                    dist.send(losses.detach().float().cpu(), 0)
+                    dist.send(wrong.cpu(), 0)
             if not last:
                 _send(("end",), self.rank + 1)
             _send(_state(trainer), 0)

@@ -6,6 +6,12 @@ Both give every process torch.distributed's ``env://`` variables: ``RANK``, ``WO
 and makes this process rank 0; :func:`process_group` joins the group (gloo on CPU, NCCL on
 CUDA) for the run's length, after checking that the world is as large as the run's
 ``parallel.stages`` x ``parallel.replicas``.
+
+Faults in a ``--workers`` run: rank 0 watches its workers and a worker its rank 0
+(:func:`watch_workers`, :func:`watch_parent`); when one fails (an error, a crash, kill -9) the
+others stop within about a second with one line naming it, and ``--resume`` continues from the
+last checkpoint. Under torchrun its agent stops the other processes. A process that hangs
+without failing is caught only by torch.distributed's :data:`TIMEOUT`.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 
 import torch
@@ -26,6 +34,8 @@ from ..errors import ConfigError
 # how long a process waits for another one's message before it gives up (a stage waits for
 # rank 0 through a whole evaluation and checkpoint)
 TIMEOUT = datetime.timedelta(minutes=30)
+# the environment variable that tells a worker started by --workers which process is rank 0
+PARENT = "CTSP_WORKERS_PARENT"
 
 
 def world() -> tuple[int, int]:
@@ -51,6 +61,7 @@ def launch(argv: list[str], workers: int) -> list[subprocess.Popen]:
     procs = []
     for rank in range(1, workers):
         child = {**os.environ, **env, "RANK": str(rank), "LOCAL_RANK": str(rank)}
+        child[PARENT] = str(os.getpid())
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "ctsp", *argv], env=child, stdout=subprocess.DEVNULL
@@ -58,6 +69,48 @@ def launch(argv: list[str], workers: int) -> list[subprocess.Popen]:
         )
     os.environ.update(env, RANK="0", LOCAL_RANK="0")
     return procs
+
+
+def _stop(message: str) -> None:
+    """End this process at once with one line (a blocked collective cannot be interrupted;
+    the run's checkpoint is written atomically, so ``--resume`` continues it)."""
+    print(f"ctsp: error: {message}; the run stops (continue it with --resume)", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def _watch(check, interval: float) -> None:
+    def loop() -> None:
+        while True:
+            time.sleep(interval)
+            message = check()
+            if message:
+                _stop(message)
+
+    threading.Thread(target=loop, name="ctsp-watch", daemon=True).start()
+
+
+def watch_workers(procs: list[subprocess.Popen], interval: float = 1.0) -> None:
+    """Rank 0 of a ``--workers`` run: stop within ``interval`` seconds of a worker's failure
+    (a non-zero exit: an error, a crash, kill -9) instead of waiting in a collective."""
+
+    def failed() -> str | None:
+        for rank, proc in enumerate(procs, start=1):
+            code = proc.poll()
+            if code:
+                how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+                return f"worker rank {rank} {how}"
+        return None
+
+    _watch(failed, interval)
+
+
+def watch_parent(interval: float = 1.0) -> None:
+    """A worker started by ``--workers``: stop within ``interval`` seconds of rank 0's end."""
+    parent = os.environ.get(PARENT)
+    if parent is None:
+        return
+    _watch(lambda: "rank 0 has gone" if os.getppid() != int(parent) else None, interval)
 
 
 @contextlib.contextmanager
