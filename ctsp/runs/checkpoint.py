@@ -22,7 +22,20 @@ def _read(path: Path, config: Any) -> tuple[dict, Any]:
     try:
         ckpt = torch.load(path / CHECKPOINT, map_location=config.device, weights_only=False)
         saved = loads(ckpt["config"], str(path / CHECKPOINT), type(config))
-    except (OSError, RuntimeError, KeyError, EOFError, ValueError, pickle.UnpicklingError) as e:
+    except (
+        OSError,
+        RuntimeError,
+        KeyError,
+        EOFError,
+        ValueError,
+        pickle.UnpicklingError,
+        # random bytes can unpickle into any of these, or ask for an impossible allocation
+        MemoryError,
+        OverflowError,
+        TypeError,
+        AttributeError,
+        IndexError,
+    ) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise RunDirError(
             f"cannot read checkpoint {path / CHECKPOINT} (truncated or not a ctsp checkpoint: "
