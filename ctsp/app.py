@@ -147,13 +147,15 @@ def train(
     network=None,
     data=None,
     recorders: list[Recorder] = (),
-) -> RunResult:
+) -> RunResult | None:
     """Train the discrete (or spiking) network of ``config`` and write its run directory.
 
     Arguments as :func:`simulate`; ``resume`` may change ``train.epochs``, ``device``,
-    ``threads`` and ``train.recalibrate_bn``. ``network``: default the ``models`` network of
-    ``config.model`` and ``config.signal``; ``data``: default ``config.data``; ``recorders``:
-    none by default.
+    ``threads``, ``train.recalibrate_bn`` and the ``parallel`` section. ``network``: default
+    the ``models`` network of ``config.model`` and ``config.signal``; ``data``: default
+    ``config.data``; ``recorders``: none by default. In a parallel run (``parallel.stages >
+    1``) rank 0 writes the run and returns its result; the other ranks serve their stage and
+    return None.
     """
     device = runs.resolve_device(config.device)
     slow = precision_warning(config.train.precision, str(device))
