@@ -113,8 +113,9 @@ class DiscreteNetwork(nn.Module):
         layer is computed only when the caller asks for it, after it has used (h_i, t_i).
 
         Layers ``start`` to ``stop - 1`` only (a stage of a layer pipeline): from ``start > 0``
-        on, ``carry`` is layer ``start - 1``'s (h, t) as yielded (and x is not used), and the
-        pairs are those of the whole pass.
+        on, ``carry`` is what the pass over layers up to ``start - 1`` returned (x is not used)
+        and the pairs are those of the whole pass. The generator returns (its
+        ``StopIteration.value``) the carry for layer ``stop``: the last (h, t), detached.
         """
         sig = self.signal
         stop = len(self.layers) if stop is None else stop
@@ -130,7 +131,7 @@ class DiscreteNetwork(nn.Module):
             if i == last and self.prediction == "classifier":
                 z, _ = layer(h.detach())
                 yield z, None
-                return
+                return z.detach(), None
             t_in = None
             if t is not None:
                 t_in = t.flatten(0, 1) if sig.per_sample else t
@@ -141,6 +142,7 @@ class DiscreteNetwork(nn.Module):
             elif t is not None and sig.per_sample:
                 t = t.unflatten(0, (b, self.classes))
             yield h, t
+        return h.detach(), None if t is None else t.detach()
 
     def forward(self, x: Tensor) -> Tensor:
         """Inference: the final prediction's logits (B, m). With a classification layer only

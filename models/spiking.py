@@ -91,7 +91,13 @@ class SpikingNetwork(DiscreteNetwork):
         steps, in float32. Differentiable through the surrogate spikes of every layer."""
         return self.readout(self.features(x)).float()
 
-    def pairs(self, x: Tensor) -> Iterator[tuple[Tensor, Tensor | None]]:
+    def pairs(
+        self,
+        x: Tensor | None,
+        start: int = 0,
+        stop: int | None = None,
+        carry: tuple[Tensor, Tensor | None] | None = None,
+    ) -> Iterator[tuple[Tensor, Tensor | None]]:
         """Forward pass with the learning signal: yields each layer's loss inputs in order.
 
         For a spiking layer (h_i, t_i): the time averages over the T steps of its output for
@@ -106,17 +112,28 @@ class SpikingNetwork(DiscreteNetwork):
         its outputs came from the weights before the update). Under ``train.precision``'s
         autocast (the trainer's) the layers' products run in the low type; what is yielded is
         float32.
+
+        Layers ``start`` to ``stop - 1`` only (a stage of a layer pipeline), as
+        :meth:`DiscreteNetwork.pairs`; here the carry between stages is the spike trains
+        (T, B, ...) of the input path and (T, m or B*m, ...) of the target path, detached.
         """
-        sig, steps, b = self.signal, self.time_steps, x.shape[0]
+        sig, steps = self.signal, self.time_steps
+        stop = len(self.layers) if stop is None else stop
         voltage = self.spike_loss == "voltage"
-        feedback = self.feedback(x) if sig.needs_feedback else None
-        h, t = repeat_in_time(x, steps), None
-        if self.into != "hidden":
-            t = repeat_in_time(self._rows(self.first_targets(x, None, feedback)), steps)
-        for i, layer in enumerate(self.layers):
+        if start == 0:
+            feedback = self.feedback(x) if sig.needs_feedback else None
+            h, t = repeat_in_time(x, steps), None
+            if self.into != "hidden":
+                t = repeat_in_time(self._rows(self.first_targets(x, None, feedback)), steps)
+        else:
+            h, t = carry
+        b = h.shape[1]
+        for i in range(start, stop):
+            layer = self.layers[i]
             if layer is self.readout:
-                yield layer(h.detach()).float(), None
-                return
+                z = layer(h.detach()).float()
+                yield z, None
+                return z.detach(), None
             t_in = None if t is None else (t if i == 0 else t.detach())
             out = layer(h.detach(), t_in, voltage=voltage)
             h, t = out.h, out.t
@@ -128,6 +145,7 @@ class SpikingNetwork(DiscreteNetwork):
             else:
                 view_t = self._unrows(seen_t.mean(0).float(), b)
             yield view_h, view_t
+        return h.detach(), None if t is None else t.detach()
 
     def _rows(self, t: Tensor) -> Tensor:
         """Targets -> rows: per-sample (B, m, ...) -> (B*m, ...)."""

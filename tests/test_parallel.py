@@ -14,6 +14,8 @@ from ctsp.discrete import split_layers
 from ctsp.nn import StaticNeuron, seed_dropout
 
 FC = ["--epochs", "2", "--set", "model.dropout=0.2"]
+SNN = ["snn-fmnist-sp-voltage", "--dataset", "digits", "--epochs", "1"]
+SNN += ["--set", "model.channels=[4,4]", "--set", "model.hidden=[32]"]
 VGG = ["vgg8b-fmnist", "--dataset", "digits", "--set", "data.crop=0", "--epochs", "1"]
 
 
@@ -86,8 +88,9 @@ def ctsp(*args, timeout=300):
         pytest.param(FC, 2, marks=pytest.mark.slow),  # 20 s: two processes start
         pytest.param(["--set", "model.arch=conv", "--epochs", "1"], 2, marks=pytest.mark.slow),
         pytest.param(VGG, 3, marks=pytest.mark.slow),
+        pytest.param(SNN, 2, marks=pytest.mark.slow),  # spike trains between the stages
     ],
-    ids=["fc", "conv", "vgg8b"],
+    ids=["fc", "conv", "vgg8b", "snn"],
 )
 def test_a_layer_pipeline_gives_the_single_process_run_bit_for_bit(tmp_path, args, stages):
     assert main(["train", *args, "--out", str(tmp_path / "one"), "--no-progress"]) == 0

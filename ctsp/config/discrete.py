@@ -223,12 +223,11 @@ class DiscreteRunConfig(ConfigBase):
                 f"valid: {', '.join(rules)}"
             )
         stages = self.parallel.stages
-        if stages > 1 and (rule != "sigprop" or model.arch == "snn"):
+        if stages > 1 and rule != "sigprop":
             raise ConfigError(
-                f"parallel.stages = {stages} pipelines sigprop's layers of the fc, conv and "
-                f"vgg8b networks; train.rule = {rule!r} with model.arch = {model.arch!r} cannot "
-                "(BP, FA and DFA send the error back through every layer; the spiking network "
-                "and the local-learning rules have no layer-range training yet)"
+                f"parallel.stages = {stages} pipelines sigprop's layers; train.rule = {rule!r} "
+                "cannot be pipelined (BP, FA and DFA send the error back through every layer, "
+                "the local-learning rules have no layer-range training yet)"
             )
         if rule != "sigprop" and model.prediction != "classifier":
             raise ConfigError(

@@ -50,20 +50,20 @@ class Sigprop(Rules):
 
     def train_layers(self, x, y: Tensor, start: int = 0, stop: int | None = None, carry=None):
         """Layers ``start`` to ``stop - 1`` of one minibatch (a stage of a layer pipeline;
-        ``carry``: layer ``start - 1``'s (h, t), see ``DiscreteNetwork.pairs``): (loss per
-        layer, wrong predictions per layer, the last layer's (h, t) detached for the next
-        stage)."""
-        losses, wrong, h, t = [], [], None, None
-        rules = list(self.rules.values())[start:stop]
-        # a whole pass needs only pairs(x) (the spiking network has no layer ranges yet)
-        whole = start == 0 and stop is None
-        pairs = self.net.pairs(x) if whole else self.net.pairs(x, start, stop, carry)
-        for rule, (h, t) in zip(rules, pairs, strict=True):
+        ``carry``: what the stage before passes on, see ``DiscreteNetwork.pairs``): (loss per
+        layer, wrong predictions per layer, the carry for the next stage)."""
+        losses, wrong = [], []
+        pairs = self.net.pairs(x, start, stop, carry)
+        for rule in list(self.rules.values())[start:stop]:
+            h, t = next(pairs)
             loss, logits = rule.update(h, t, y)
             losses.append(loss)
             wrong.append((logits.argmax(1) != y).sum())
-        out = (h.detach(), None if t is None else t.detach())
-        return torch.stack(losses), torch.stack(wrong), out
+        try:
+            next(pairs)
+        except StopIteration as end:
+            return torch.stack(losses), torch.stack(wrong), end.value
+        raise RuntimeError("the network yielded more (h, t) pairs than it has rules")
 
     def predict_exits(self, x: Tensor) -> Tensor:
         return self.net.predict_exits(x)
