@@ -70,9 +70,11 @@ def make_learner(net, config: DiscreteRunConfig) -> discrete.Learner:
 
 
 def training_backend(trainer, rank: int):
-    """The backend of ``config.parallel``: one process, or this rank's part of a layer pipeline
-    (layers split by parameter count, ``discrete.split_layers``)."""
-    stages = trainer.config.parallel.stages
+    """The backend of ``config.parallel``: one process, this rank's replica, or this rank's part
+    of a layer pipeline (layers split by parameter count, ``discrete.split_layers``)."""
+    stages, replicas = trainer.config.parallel.stages, trainer.config.parallel.replicas
+    if replicas > 1:
+        return discrete.DataParallel(replicas, rank)
     if stages == 1:
         return discrete.SingleProcess()
     sizes = [sum(p.numel() for p in layer.parameters()) for layer in trainer.net.layers]
@@ -154,8 +156,8 @@ def train(
     ``threads``, ``train.recalibrate_bn`` and the ``parallel`` section. ``network``: default
     the ``models`` network of ``config.model`` and ``config.signal``; ``data``: default
     ``config.data``; ``recorders``: none by default. In a parallel run (``parallel.stages >
-    1``) rank 0 writes the run and returns its result; the other ranks serve their stage and
-    return None.
+    1`` or ``parallel.replicas > 1``) rank 0 writes the run and returns its result; the other
+    ranks serve their stage or replica and return None.
     """
     device = runs.resolve_device(config.device)
     slow = precision_warning(config.train.precision, str(device))
@@ -172,11 +174,11 @@ def train(
             "pipeline cannot give it yet; use parallel.stages = 1"
         )
     with runs.process_group(par.stages * par.replicas, device) as rank:
-        if rank > 0:  # a stage of the pipeline: rank 0 drives it and writes the run
+        if rank > 0:  # a pipeline stage or a replica: rank 0 drives it and writes the run
             with runs.cpu_threads(config.threads):
                 net = network.to(device)
                 trainer = discrete.DiscreteTrainer(net, make_learner(net, config), config, device)
-                training_backend(trainer, rank).serve(trainer)
+                training_backend(trainer, rank).serve(trainer, data)
             return None
         run_dir = runs.run_directory(out, config.name, force=force, resume=resume)
         with runs.cpu_threads(config.threads), run_dir as path:

@@ -121,10 +121,13 @@ def test_a_pipeline_run_resumes_to_the_uninterrupted_weights(tmp_path):
     [
         ("train.rule=bp", "parallel.stages = 2 pipelines sigprop's layers"),
         ("signal.generator=target-loop", "needs the network's output"),
+        ("parallel.replicas=2", "1 when parallel.stages > 1"),
+        ("parallel.stages=1,parallel.replicas=2,train.precision=float16", "would have to agree"),
     ],
 )
 def test_what_a_pipeline_cannot_train_is_refused_in_one_line(capsys, sets, message):
-    assert main(["train", "--set", "parallel.stages=2", "--set", sets]) == 2
+    extra = [a for kv in sets.split(",") for a in ("--set", kv)]
+    assert main(["train", "--set", "parallel.stages=2", *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
@@ -209,3 +212,116 @@ def test_kill_9_of_a_worker_stops_the_run_in_one_line_and_resume_finishes_it(tmp
     one = ["train", *FC, "--epochs", "60", "--out", str(tmp_path / "one"), "--no-progress"]
     assert main(one) == 0
     assert_same_run(tmp_path / "one", out)
+
+
+# data-parallel replicas: one minibatch's gradients at learning rate 0 (no weight moves, so every
+# layer's gradient is taken at the same weights in both), sharded over 2 replicas against one
+# process: the synchronised batch norm, the dropout masks' rows and the weighted gradient sum
+REPLICA_CASES = {
+    "fc": {"model": {"hidden": [32, 32], "dropout": 0.2}, "signal": {"target_dropout": True}},
+    "fc-joint-per-sample": {
+        "model": {"hidden": [32, 32]},
+        "signal": {"bn_targets": "joint", "generator": "target-loop"},
+    },
+    "conv": {"model": {"arch": "conv", "channels": [4, 8], "hidden": [16], "dropout": 0.1}},
+    "snn": {
+        "model": {"arch": "snn", "channels": [4, 4], "hidden": [16], "time_steps": 2},
+        "signal": {"into": "input"},
+    },
+    "bp": {"model": {"hidden": [32, 32], "dropout": 0.2}, "train": {"rule": "bp"}},
+}
+
+
+def _gradients(case: str, rank: int | None = None) -> dict:
+    """Every parameter's gradient after the first minibatch of epoch 0 (digits, batch 33) with
+    learning rate 0, in one process (``rank`` None) or as replica ``rank`` of 2."""
+    from ctsp import config as cfg
+    from ctsp import data as datasets
+    from ctsp.app import build_discrete_network, make_learner
+    from ctsp.discrete import DataParallel, DiscreteTrainer
+
+    spec = REPLICA_CASES[case]
+    config = cfg.from_dict(
+        {**spec, "train": {"batch_size": 33, **spec.get("train", {})}}, cfg.DiscreteRunConfig
+    )
+    data = datasets.load("digits")
+    torch.manual_seed(0)
+    net = build_discrete_network(config, data.image_shape, data.classes)
+    trainer = DiscreteTrainer(net, make_learner(net, config), config, torch.device("cpu"))
+    trainer.begin_epoch(0, lr=0.0)
+    x, y = next(trainer.batches(data, 0))
+    if rank is None:
+        with trainer.autocast():
+            trainer.learner.train_batch(x, y)
+    else:
+        DataParallel(2, rank)._step(trainer, x, y)
+    return {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+def _replica_gradients(case: str, tmp_path) -> list[dict]:
+    """``_gradients`` of both replicas, each in its own process of a gloo group of 2."""
+    code = (
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); import test_parallel as t\n"
+        "from ctsp.runs import process_group\n"
+        "with process_group(2, torch.device('cpu')) as rank:\n"
+        "    grads = t._gradients(sys.argv[2], rank)\n"
+        "torch.save(grads, f'{sys.argv[3]}/{rank}.pt')\n"
+    )
+    port = str(29500 + os.getpid() % 1000)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, os.path.dirname(__file__), case, str(tmp_path)],
+            env={
+                **os.environ,
+                "RANK": str(r),
+                "WORLD_SIZE": "2",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port,
+                "OMP_NUM_THREADS": "1",
+            },
+        )
+        for r in range(2)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    return [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+
+
+@pytest.mark.slow  # 10-15 s a case: two processes start
+@pytest.mark.parametrize("case", list(REPLICA_CASES))
+def test_replicas_take_the_gradients_of_the_whole_minibatch(case, tmp_path):
+    one = _gradients(case)
+    replicas = _replica_gradients(case, tmp_path)
+    assert one.keys() == replicas[0].keys() == replicas[1].keys() and len(one) >= 4
+    for name, g in one.items():
+        assert torch.equal(replicas[0][name], replicas[1][name]), name  # the same summed gradient
+        err = float((replicas[0][name] - g).norm())
+        assert err <= 1e-5 * float(g.norm()) + 1e-6, (name, err, float(g.norm()))
+
+
+def assert_close_run(a, b, rtol=5e-2):
+    """Metrics and weights of two runs equal to float rounding amplified by training: every
+    checkpoint tensor within ``rtol`` (relative norm), losses within 5e-3, errors within 1 %."""
+    ma, mb = _metrics(a), _metrics(b)
+    xr.testing.assert_allclose(ma.train_loss, mb.train_loss, rtol=5e-3)
+    for name in ("test_exit_error", "train_exit_error"):
+        xr.testing.assert_allclose(ma[name], mb[name], atol=0.01, rtol=0)
+    ta = _tensors(torch.load(a / "checkpoint.pt", weights_only=False)["model"])
+    tb = _tensors(torch.load(b / "checkpoint.pt", weights_only=False)["model"])
+    assert ta.keys() == tb.keys()
+    for k, v in ta.items():
+        if v.is_floating_point():
+            assert float((v - tb[k]).norm()) <= rtol * float(v.norm()) + 1e-6, k
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [FC, [*FC, "--set", "train.rule=bp"]], ids=["sigprop", "bp"])
+def test_data_parallel_replicas_are_deterministic_and_close_to_one_process(tmp_path, args):
+    assert main(["train", *args, "--out", str(tmp_path / "one"), "--no-progress"]) == 0
+    for run in ("a", "b"):
+        code, out, err = ctsp(
+            "train", *args, "--out", str(tmp_path / run), "--workers", "2",
+            "--set", "parallel.replicas=2",
+        )  # fmt: skip
+        assert code == 0, err
+    assert_same_run(tmp_path / "a", tmp_path / "b")
+    assert_close_run(tmp_path / "one", tmp_path / "a")

@@ -170,15 +170,18 @@ class ParallelConfig(Section):
     stages: int = option(
         1, "layer pipeline: consecutive layers split into this many processes (sigprop)"
     )
-    replicas: int = option(1, "data-parallel replicas (only 1 today)")
+    replicas: int = option(
+        1, "data-parallel replicas: each process a shard of every minibatch (any rule)"
+    )
 
     def check(self) -> None:
         _require(self.stages >= 1, "parallel.stages", self.stages, ">= 1")
+        _require(self.replicas >= 1, "parallel.replicas", self.replicas, ">= 1")
         _require(
-            self.replicas == 1,
+            self.stages == 1 or self.replicas == 1,
             "parallel.replicas",
             self.replicas,
-            "1 (no data-parallel backend yet)",
+            "1 when parallel.stages > 1 (stages x replicas are not combined yet)",
         )
 
 
@@ -228,6 +231,12 @@ class DiscreteRunConfig(ConfigBase):
                 f"parallel.stages = {stages} pipelines sigprop's layers; train.rule = {rule!r} "
                 "cannot be pipelined (BP, FA and DFA send the error back through every layer, "
                 "the local-learning rules have no layer-range training yet)"
+            )
+        if self.parallel.replicas > 1 and self.train.precision == "float16":
+            raise ConfigError(
+                "train.precision = 'float16' skips a step where the scaled gradients overflow, "
+                "which parallel.replicas > 1 would have to agree on (not done yet); use "
+                "bfloat16 or float32"
             )
         if rule != "sigprop" and model.prediction != "classifier":
             raise ConfigError(

@@ -6,7 +6,7 @@ baselines BP, FA, DFA, LL-BP, LL-FA and Shallow. :class:`DiscreteTrainer` runs a
 epochs on a training backend (:data:`BACKENDS`).
 """
 
-from .backends import BACKENDS, LayerPipeline, SingleProcess, split_layers
+from .backends import BACKENDS, DataParallel, LayerPipeline, SingleProcess, split_layers
 from .baselines import Backprop, DirectFeedbackAlignment, FeedbackAlignment, Shallow
 from .feedback import FeedbackAlignmentFunction, feedback_alignment, fixed_generator
 from .learner import Learner, Rules
@@ -23,6 +23,7 @@ __all__ = [
     "RULES",
     "Backprop",
     "ClassifierCE",
+    "DataParallel",
     "DirectFeedbackAlignment",
     "DiscreteTrainer",
     "FeedbackAlignment",

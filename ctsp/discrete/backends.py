@@ -6,9 +6,9 @@ iterable of (x, y) minibatches and yields, per minibatch in order, (loss per exi
 predictions per exit, batch size); each minibatch runs inside a fresh ``context()`` (the
 trainer's autocast of ``train.precision``: entered and left per minibatch, since autocast
 caches its low-precision copies of the weights until it is left, and the weights change at
-every step). Sigprop layers never wait for a backward pass, so later backends can pipeline
-the layers over processes or replicate them (docs/architecture.md, "where to add a training
-backend"); today there is one: a single process. Registry: :data:`BACKENDS`.
+every step). Sigprop layers never wait for a backward pass, so the layers can be pipelined over
+processes (:class:`LayerPipeline`) as well as replicated (:class:`DataParallel`, any rule);
+:class:`SingleProcess` is the default. Registry: :data:`BACKENDS`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import Tensor
 from torch import distributed as dist
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from ..errors import ConfigError, WorkerError
+from ..nn import Shard, sharded
 from ..registry import Registry
 
 
@@ -165,8 +167,9 @@ class LayerPipeline:
         for r in range(1, self.stages):
             _send(("stop",), r)
 
-    def serve(self, trainer) -> None:
-        """Ranks > 0: train this stage's layers for every epoch rank 0 runs, until it stops."""
+    def serve(self, trainer, data=None) -> None:
+        """Ranks > 0: train this stage's layers for every epoch rank 0 runs, until it stops
+        (``data`` unused: rank 0 sends what a stage needs)."""
         start, stop = self.splits[self.rank]
         last = self.rank == self.stages - 1
         while True:
@@ -194,4 +197,138 @@ class LayerPipeline:
             _send(_state(trainer), 0)
 
 
-BACKENDS = Registry("training backend", {"single": SingleProcess, "pipeline": LayerPipeline})
+class _ReplicaSum(torch.autograd.Function):
+    """The sum of a tensor over the replicas (batch-norm statistics), differentiable for the
+    loss sum_r w_r L_r of the whole minibatch (w_r: replica r's share of the samples, L_r its
+    mean loss): the backward sums the replicas' gradients weighted by w_r and divides by this
+    replica's w, since :meth:`DataParallel._sum_gradients` multiplies this replica's gradients
+    by w again before their sum."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: float) -> Tensor:
+        ctx.weight = weight
+        out = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        out = grad * ctx.weight
+        dist.all_reduce(out)
+        return out / ctx.weight, None
+
+
+def _fingerprint(trainer) -> Tensor:
+    """A float64 sum per parameter and buffer of the network: equal in replicas that agree."""
+    tensors = [*trainer.net.parameters(), *trainer.net.buffers()]
+    return torch.stack([t.detach().double().sum() for t in tensors]).cpu()
+
+
+class DataParallel:
+    """Data-parallel replicas: every process of the group holds the whole network and learner,
+    and trains on its shard (a contiguous 1/R of the samples) of every minibatch of the
+    single-process run (the same global batch). Each process draws the epoch's minibatches
+    itself (the same seeded order and augmentation), so no data is sent.
+
+    The minibatch's gradient is the single process's: each layer's loss is a mean over its
+    samples, so every optimizer's gradients are weighted by the shard's share of the samples
+    and summed over the replicas (one all-reduce) right before that optimizer steps — a layer
+    waits for no other layer. Batch norm is synchronised (:func:`ctsp.nn.sharded`: the batch
+    statistics summed over the replicas, with their gradients) and the dropout masks are the
+    rows of the whole minibatch's, so the replicas apply the same updates and stay equal (a
+    fingerprint of every parameter and buffer is compared at the end of every epoch). Equal to
+    the single-process run up to float rounding: sums over the samples are taken in another
+    order. Rank 0 drives the epochs (``run``), evaluates and writes the run; the other ranks
+    serve (``serve``). Per epoch rank 0 sends the whole state to every replica first (so a
+    resumed run starts every replica from the checkpoint).
+    """
+
+    name = "replicas"
+
+    def __init__(self, replicas: int, rank: int) -> None:
+        self.replicas, self.rank = replicas, rank
+        self._weight = 1.0
+
+    def run(self, trainer, batches, epoch: int) -> Iterator[tuple[Tensor, Tensor, int]]:
+        """Rank 0: the epoch's minibatches over the replicas; yields every minibatch's loss per
+        layer (of the whole minibatch) and its wrong predictions per layer."""
+        state = _state(trainer)
+        for r in range(1, self.replicas):
+            _send(("epoch", epoch, trainer.lr, state), r)
+        for x, y in batches:
+            yield self._step(trainer, x, y)
+        self._agree(trainer)
+
+    def serve(self, trainer, data) -> None:
+        """Ranks > 0: train this replica's shards of every epoch rank 0 runs, until it stops."""
+        while True:
+            message = _recv(0)
+            if message[0] == "stop":
+                return
+            _, epoch, lr, (net_state, learner_state) = message
+            trainer.net.load_state_dict(net_state)
+            trainer.learner.load_state_dict(learner_state)
+            trainer.begin_epoch(epoch, lr)
+            for x, y in trainer.batches(data, epoch):
+                self._step(trainer, x, y)
+            self._agree(trainer)
+
+    def _step(self, trainer, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, int]:
+        """This replica's shard of one minibatch; the whole minibatch's loss and errors."""
+        total = x.shape[0]
+        if total < self.replicas:
+            raise ConfigError(
+                f"a minibatch of {total} sample(s) cannot be shared by parallel.replicas = "
+                f"{self.replicas}; use fewer replicas or another train.batch_size"
+            )
+        lo, hi = total * self.rank // self.replicas, total * (self.rank + 1) // self.replicas
+        self._weight = (hi - lo) / total
+        per_sample = bool(getattr(trainer.net.signal, "per_sample", False))
+        weight = self._weight
+        shard = Shard(lo, hi, total, per_sample, lambda v: _ReplicaSum.apply(v, weight))
+        hook = register_optimizer_step_pre_hook(self._sum_gradients)
+        try:
+            with _peer(0), sharded(trainer.net, shard), trainer.autocast():
+                losses, wrong = trainer.learner.train_batch(x[lo:hi], y[lo:hi])
+                stats = torch.cat([losses.detach().double().cpu() * self._weight, wrong.cpu()])
+                dist.all_reduce(stats)
+        finally:
+            hook.remove()
+        n = losses.shape[0]
+        return stats[:n].float(), stats[n:].round().long(), total
+
+    def _sum_gradients(self, optimizer, args, kwargs) -> None:
+        """Before every optimizer step: its gradients weighted by the shard's share of the
+        minibatch and summed over the replicas (one all-reduce)."""
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads]) * self._weight
+        with _peer(0):
+            dist.all_reduce(flat)
+        for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+            g.copy_(part.view_as(g))
+
+    def _agree(self, trainer) -> None:
+        """End of an epoch: every replica's parameters and buffers must equal rank 0's."""
+        mine = _fingerprint(trainer)
+        every = [torch.empty_like(mine) for _ in range(self.replicas)]
+        with _peer(0):
+            dist.all_gather(every, mine)
+        for r, theirs in enumerate(every):
+            if not torch.equal(theirs, every[0]):
+                raise WorkerError(
+                    f"replica {r} no longer equals replica 0 (a nondeterministic step?); the "
+                    "run stops"
+                )
+
+    def stop(self) -> None:
+        """Rank 0, after the last epoch: tell every replica that training is over."""
+        for r in range(1, self.replicas):
+            _send(("stop",), r)
+
+
+BACKENDS = Registry(
+    "training backend",
+    {"single": SingleProcess, "pipeline": LayerPipeline, "replicas": DataParallel},
+)

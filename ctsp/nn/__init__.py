@@ -26,7 +26,15 @@ from .precision import (
 )
 from .projections import INITS, Conv2d, Linear, glorot_uniform_
 from .rates import RATE_FUNCTIONS, RateFunction, RateNeuron, rate_function
-from .static import ACTIVATIONS, BN_TARGETS, StaticNeuron, recalibrate_batch_norm, seed_dropout
+from .static import (
+    ACTIVATIONS,
+    BN_TARGETS,
+    Shard,
+    StaticNeuron,
+    recalibrate_batch_norm,
+    seed_dropout,
+    sharded,
+)
 from .targets import (
     GENERATORS,
     TARGETS_INTO,
@@ -52,6 +60,7 @@ __all__ = [
     "RateFunction",
     "RateNeuron",
     "SignalLayer",
+    "Shard",
     "StaticNeuron",
     "TargetGenerator",
     "TargetInput",
@@ -76,4 +85,5 @@ __all__ = [
     "rate_function",
     "recalibrate_batch_norm",
     "seed_dropout",
+    "sharded",
 ]

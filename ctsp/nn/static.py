@@ -7,6 +7,10 @@ batch-norm statistics of the target path come from).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
@@ -26,6 +30,41 @@ BN_TARGETS = Registry(
 )
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's samples [lo, hi) of a minibatch of ``total`` (data-parallel replicas,
+    ``ctsp.discrete.DataParallel``). ``reduce``: the sum of a tensor over the replicas,
+    differentiable (its backward sums the gradients over the replicas). ``targets``: the target
+    path's rows are per sample (sharded like the inputs); else they are the class targets, the
+    same in every replica."""
+
+    lo: int
+    hi: int
+    total: int
+    targets: bool
+    reduce: Callable[[Tensor], Tensor]
+
+    def rows(self, x: Tensor) -> tuple[int, int, int]:
+        """(first row, end row, rows of the whole minibatch) of ``x``, whose rows are this
+        shard's samples (k rows each: k = 1, or the time steps or classes folded in)."""
+        k = x.shape[0] // (self.hi - self.lo)
+        return k * self.lo, k * self.hi, k * self.total
+
+
+@contextlib.contextmanager
+def sharded(net: nn.Module, shard: Shard):
+    """Within: every :class:`StaticNeuron` of ``net`` sees ``shard`` of the minibatch: batch
+    statistics over the whole minibatch, dropout masks the rows of the whole minibatch's."""
+    neurons = [m for m in net.modules() if isinstance(m, StaticNeuron)]
+    for m in neurons:
+        m.shard = shard
+    try:
+        yield
+    finally:
+        for m in neurons:
+            m.shard = None
+
+
 class StaticNeuron(nn.Module):
     """Static nonlinearity of a discrete sigprop layer: batch norm -> activation -> dropout.
 
@@ -43,7 +82,9 @@ class StaticNeuron(nn.Module):
     - ``"joint"``: inputs and targets pooled, as one batch norm over the concatenated batch.
 
     In eval mode both paths use the running statistics. The running statistics follow
-    ``torch.nn.BatchNorm`` (momentum 0.1, unbiased running variance).
+    ``torch.nn.BatchNorm`` (momentum 0.1, unbiased running variance). Within :func:`sharded`
+    (data-parallel replicas) the statistics are those of the whole minibatch, summed over the
+    replicas (synchronised batch norm), and the dropout masks are the whole minibatch's rows.
 
     Dropout (training only) applies to the input path. The target path passes without it unless
     ``target_dropout`` (then with its own independent mask per target row): the m class targets
@@ -73,6 +114,7 @@ class StaticNeuron(nn.Module):
         self.slope, self.dropout, self.bn_targets = slope, dropout, bn_targets
         self.target_dropout = target_dropout
         self.momentum, self.eps = momentum, eps
+        self.shard: Shard | None = None
         self.seed_dropout(None)
         if batch_norm:
             self.norm_weight = nn.Parameter(torch.ones(features))
@@ -88,7 +130,7 @@ class StaticNeuron(nn.Module):
         if self.dropout > 0 and self.training:
             h = self.drop(h)
             if t is not None and self.target_dropout:
-                t = self.drop(t)
+                t = self.drop(t, self.shard is not None and self.shard.targets)
         return h, t
 
     def seed_dropout(self, seed: int | None) -> None:
@@ -97,14 +139,21 @@ class StaticNeuron(nn.Module):
         before it, in one process or in a layer pipeline (``ctsp.discrete.LayerPipeline``)."""
         self._dropout_seed, self._generator = seed, None
 
-    def drop(self, x: Tensor) -> Tensor:
-        """Inverted dropout: x * m / (1 - p), m ~ Bernoulli(1 - p) per element."""
+    def drop(self, x: Tensor, sharded: bool = True) -> Tensor:
+        """Inverted dropout: x * m / (1 - p), m ~ Bernoulli(1 - p) per element. ``sharded``:
+        x's rows are the :attr:`shard` 's (its mask the rows of the whole minibatch's)."""
         seed = self._dropout_seed
         if seed is None:
             return nn.functional.dropout(x, self.dropout, True)
         if self._generator is None or self._generator.device != x.device:
             self._generator = torch.Generator(x.device).manual_seed(seed)
-        keep = torch.empty_like(x).bernoulli_(1 - self.dropout, generator=self._generator)
+        if self.shard is None or not sharded:
+            keep = torch.empty_like(x).bernoulli_(1 - self.dropout, generator=self._generator)
+        else:  # the whole minibatch's mask, in x's memory order (bernoulli_ fills in that order)
+            lo, hi, rows = self.shard.rows(x)
+            fmt = _memory_format(x)
+            whole = x.new_empty((rows, *x.shape[1:])).to(memory_format=fmt)
+            keep = whole.bernoulli_(1 - self.dropout, generator=self._generator)[lo:hi]
         return x * keep * (1 / (1 - self.dropout))
 
     def act(self, x: Tensor) -> Tensor:
@@ -124,12 +173,17 @@ class StaticNeuron(nn.Module):
             rm, rv = self.running_mean, self.running_var
             h = nn.functional.batch_norm(h, rm, rv, w, b, False, 0.0, self.eps)
             return h, None if t is None else self._affine(t, rm, rv)
-        if self.bn_targets == "joint" and t is not None:
-            mean, var, n = _joint_moments(h, t)
+        shard, joint = self.shard, self.bn_targets == "joint" and t is not None
+        if joint or shard is not None:
+            parts = [(h, True)] + ([(t, shard is None or shard.targets)] if joint else [])
+            mean, var, n = _moments(parts, shard)
+            t_stats = (mean, var)
+            if self.bn_targets == "running":
+                t_stats = (self.running_mean.clone(), self.running_var.clone())
             with torch.no_grad():
                 self.running_mean.lerp_(mean, self.momentum)
                 self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
-            return self._affine(h, mean, var), self._affine(t, mean, var)
+            return self._affine(h, mean, var), None if t is None else self._affine(t, *t_stats)
         if t is not None:
             if self.bn_targets == "running":
                 t = self._affine(t, self.running_mean.clone(), self.running_var.clone())
@@ -197,13 +251,37 @@ def recalibrate_batch_norm(net: nn.Module, batches) -> int:
     return k
 
 
-def _joint_moments(h: Tensor, t: Tensor) -> tuple[Tensor, Tensor, int]:
-    """Mean and biased variance per channel over the rows (and positions) of h and t together."""
-    dh, dt = [0, *range(2, h.dim())], [0, *range(2, t.dim())]
-    n_h, n_t = h.numel() // h.shape[1], t.numel() // t.shape[1]
-    n = n_h + n_t
-    mean = (h.sum(dh) + t.sum(dt)) / n
-    shape = (1, -1) + (1,) * (h.dim() - 2)
+def _memory_format(x: Tensor) -> torch.memory_format:
+    last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    if last and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _moments(parts: list[tuple[Tensor, bool]], shard: Shard | None) -> tuple[Tensor, Tensor, int]:
+    """Mean and biased variance per channel over the rows (and positions) of all ``parts`` —
+    (x (N, C, ...), sharded) pairs — together, and the count. With a ``shard`` the sharded
+    parts' sums are summed over the replicas (``shard.reduce``) and counted for the whole
+    minibatch; the others (class targets, the same in every replica) count once."""
+    c = parts[0][0].shape[1]
+
+    def total(f) -> Tensor:
+        mine = [(f(x).sum([0, *range(2, x.dim())]), s) for x, s in parts]
+        out = None
+        for value in [v for v, s in mine if s]:
+            out = value if out is None else out + value
+        if shard is not None:
+            out = shard.reduce(out)
+        for value in [v for v, s in mine if not s]:
+            out = out + value
+        return out
+
+    n = 0
+    for x, s in parts:
+        rows = shard.rows(x)[2] if shard is not None and s else x.shape[0]
+        n += rows * (x.numel() // (x.shape[0] * c))
+    mean = total(lambda x: x) / n
+    shape = (1, -1) + (1,) * (parts[0][0].dim() - 2)
     m = mean.view(shape)
-    var = ((h - m).square().sum(dh) + (t - m).square().sum(dt)) / n
+    var = total(lambda x: (x - m).square()) / n
     return mean, var, n
