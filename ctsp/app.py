@@ -69,16 +69,17 @@ def make_learner(net, config: DiscreteRunConfig) -> discrete.Learner:
     return ARCHS[config.model.arch][config.train.rule](net, config)
 
 
-def training_backend(trainer, rank: int):
+def training_backend(trainer, rank: int, image_shape: tuple[int, ...]):
     """The backend of ``config.parallel``: one process, this rank's replica, or this rank's part
-    of a layer pipeline (layers split by parameter count, ``discrete.split_layers``)."""
+    of a layer pipeline (layers split by their multiply-adds per minibatch of images
+    ``image_shape``: ``DiscreteNetwork.multiply_adds``, ``discrete.split_layers``)."""
     stages, replicas = trainer.config.parallel.stages, trainer.config.parallel.replicas
     if replicas > 1:
         return discrete.DataParallel(replicas, rank)
     if stages == 1:
         return discrete.SingleProcess()
-    sizes = [sum(p.numel() for p in layer.parameters()) for layer in trainer.net.layers]
-    return discrete.LayerPipeline(discrete.split_layers(sizes, stages), rank)
+    costs = trainer.net.multiply_adds(image_shape, trainer.config.train.batch_size)
+    return discrete.LayerPipeline(discrete.split_layers(costs, stages), rank)
 
 
 def simulate(
@@ -178,14 +179,14 @@ def train(
             with runs.cpu_threads(config.threads):
                 net = network.to(device)
                 trainer = discrete.DiscreteTrainer(net, make_learner(net, config), config, device)
-                training_backend(trainer, rank).serve(trainer, data)
+                training_backend(trainer, rank, data.image_shape).serve(trainer, data)
             return None
         run_dir = runs.run_directory(out, config.name, force=force, resume=resume)
         with runs.cpu_threads(config.threads), run_dir as path:
             config = runs.resumed_config(path, config) if resume else config
             net = network.to(device)
             trainer = discrete.DiscreteTrainer(net, make_learner(net, config), config, device)
-            trainer.backend = training_backend(trainer, rank)
+            trainer.backend = training_backend(trainer, rank, data.image_shape)
             metrics = runs.fit(
                 trainer,
                 data,

@@ -92,6 +92,40 @@ class DiscreteNetwork(nn.Module):
         params = list(self.layers[i].parameters())
         return params + list(self.signal.parameters()) if i == 0 else params
 
+    @torch.no_grad()
+    def multiply_adds(self, image_shape: tuple[int, ...], batch: int) -> list[int]:
+        """Multiply-adds per layer of one training minibatch of ``batch`` images (C, H, W),
+        input and target path: each projection's output elements times the weights behind
+        each, counted in a forward pass (eval mode, zero images) of one and of two images and
+        extrapolated to ``batch`` (the target path's share does not grow with the batch). The
+        cost by which a layer pipeline balances its stages (``ctsp.app.training_backend``)."""
+        layer, counts = [0], [[0] * len(self.layers) for _ in range(2)]
+        size = [1]
+
+        def count(module, args, out) -> None:
+            counts[size[0] - 1][layer[0]] += out.numel() * module.weight[0].numel()
+
+        projections = [m for m in self.modules() if isinstance(m, (Linear, Conv2d))]
+        hooks = [m.register_forward_hook(count) for m in projections]
+        hooks += [
+            m.register_forward_pre_hook(lambda mod, args, i=i: layer.__setitem__(0, i))
+            for i, m in enumerate(self.layers)
+        ]
+        was, device = self.training, next(self.parameters()).device
+        self.eval()
+        try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                for size[0] in (1, 2):
+                    x = torch.zeros(size[0], *image_shape, device=device)
+                    for _ in self.pairs(x):
+                        pass
+        finally:
+            self.train(was)
+            for hook in hooks:
+                hook.remove()
+        one, two = counts
+        return [a + (b - a) * (batch - 1) for a, b in zip(one, two, strict=True)]
+
     def first_targets(self, x: Tensor, h1: Tensor | None, feedback: Tensor | None) -> Tensor:
         """The generator's output for this minibatch (t_0 or t_1, see ``into``)."""
         base = x if self.into != "hidden" else h1

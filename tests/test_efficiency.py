@@ -143,3 +143,26 @@ def test_cpu_memory_meter_counts_allocations_and_frees():
     peak = meter.stop()
     assert peak["a"] == pytest.approx(2.0 * 2**20, rel=0.01)
     assert peak["b"] == pytest.approx(0.0, abs=0.01 * 2**20)
+
+
+def test_the_parallel_performance_model_against_its_formulas_by_hand():
+    from analysis import Link, pipeline_seconds, replica_seconds, stage_seconds
+
+    link = Link(latency=1e-3, bandwidth=1e6)  # 1 ms per message, 1 MB/s
+    assert link.send(2e6) == pytest.approx(2.001)
+    assert link.all_reduce(1e6, 1) == 0.0
+    assert link.all_reduce(1e6, 2) == pytest.approx(2e-3 + 1.0)  # 2 steps of half the bytes
+    assert link.all_reduce(1e6, 4) == pytest.approx(6e-3 + 1.5)
+    layers, carry = [1.0, 2.0, 3.0], [1e6, 2e6, 0.0]
+    # stage 0: layers 0-1 and its send of layer 1's carry; stage 1: layer 2, the receive, a report
+    assert stage_seconds(layers, carry, [(0, 2), (2, 3)], link) == pytest.approx(
+        [3.0 + 2.001, 3.0 + 2.001 + 0.001]
+    )
+    # 10 minibatches: 11 paces of the slower stage, and the state sent twice (100 kB)
+    assert pipeline_seconds(layers, carry, [(0, 2), (2, 3)], link, 10, 1e5) == pytest.approx(
+        11 * 5.002 + 2 * 0.101
+    )
+    assert pipeline_seconds(layers, carry, [(0, 3)], link, 10) == pytest.approx(60.0)
+    # 3 minibatches of 0.5 s a shard, two optimizer steps (1 MB, 2 MB), 2 batch norms
+    comm = (1.002 + 2.002) + 9 * 2e-3
+    assert replica_seconds(0.5, [1e6, 2e6], 2, link, 2, 3) == pytest.approx(3 * (0.5 + comm))

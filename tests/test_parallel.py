@@ -19,11 +19,12 @@ SNN += ["--set", "model.channels=[4,4]", "--set", "model.hidden=[32]"]
 VGG = ["vgg8b-fmnist", "--dataset", "digits", "--set", "data.crop=0", "--epochs", "1"]
 
 
-def test_split_layers_balances_the_cost_and_keeps_a_layer_per_stage():
+def test_split_layers_minimises_the_costliest_stage_and_keeps_a_layer_per_stage():
     assert split_layers([1, 1, 1, 1], 2) == [(0, 2), (2, 4)]
     assert split_layers([64, 1000, 1000, 10], 2) == [(0, 2), (2, 4)]
     assert split_layers([100, 1, 1, 1], 2) == [(0, 1), (1, 4)]
-    assert split_layers([1, 1, 1, 100], 3) == [(0, 2), (2, 3), (3, 4)]
+    assert split_layers([1, 1, 1, 100], 3) == [(0, 1), (1, 3), (3, 4)]  # a light rank 0
+    assert split_layers([1, 30, 15, 30, 15, 3, 1, 1], 2) == [(0, 3), (3, 8)]  # VGG8b's shape
     assert split_layers([5, 5, 5], 3) == [(0, 1), (1, 2), (2, 3)]
     with pytest.raises(ValueError, match="between 1 and 3"):
         split_layers([1, 1, 1], 4)

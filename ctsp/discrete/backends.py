@@ -14,6 +14,7 @@ processes (:class:`LayerPipeline`) as well as replicated (:class:`DataParallel`,
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -45,19 +46,30 @@ class SingleProcess:
 
 def split_layers(sizes: list[int], stages: int) -> list[tuple[int, int]]:
     """Consecutive layer ranges [start, stop) for ``stages`` stages, balanced by ``sizes`` (a
-    cost per layer, e.g. its parameter count): each cut where the running total crosses the
-    next multiple of total / stages, every stage keeping at least one layer."""
-    if not 1 <= stages <= len(sizes):
-        raise ConfigError(
-            f"parallel.stages = {stages} needs between 1 and {len(sizes)} stages (the layers)"
-        )
-    total, cuts, run = sum(sizes), [0], 0
-    for i, size in enumerate(sizes[:-1]):
-        run += size
-        left = stages - len(cuts)  # cuts still to place
-        if left and (run >= total * len(cuts) / stages or len(sizes) - 1 - i == left):
-            cuts.append(i + 1)
-    return list(zip(cuts, [*cuts[1:], len(sizes)], strict=True))
+    cost per layer, e.g. its multiply-adds): the split whose costliest stage costs least (the
+    pipeline's pace), every stage keeping at least one layer; among equal ones the one with
+    the lightest first stage (rank 0 also reads the data and evaluates)."""
+    n = len(sizes)
+    if not 1 <= stages <= n:
+        raise ConfigError(f"parallel.stages = {stages} needs between 1 and {n} stages (the layers)")
+    prefix = [0]
+    for size in sizes:
+        prefix.append(prefix[-1] + size)
+
+    @functools.cache
+    def best(start: int, k: int) -> tuple[int, tuple[int, ...]]:
+        """(the costliest stage, the cuts) of layers start.. in k stages."""
+        if k == 1:
+            return prefix[n] - prefix[start], ()
+        options = []
+        for cut in range(start + 1, n - k + 2):
+            rest, cuts = best(cut, k - 1)
+            options.append((max(prefix[cut] - prefix[start], rest), cut, cuts))
+        worst, cut, cuts = min(options)  # ties: the earliest cut
+        return worst, (cut, *cuts)
+
+    cuts = [0, *best(0, stages)[1], n]
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
 
 
 @contextlib.contextmanager
@@ -90,6 +102,26 @@ def _state(trainer) -> tuple[dict, dict]:
     return trainer.net.state_dict(), trainer.learner.state_dict()
 
 
+def _begin(trainer, ranks: range, epoch: int, first: bool) -> None:
+    """Rank 0, at the start of an epoch: tell ``ranks`` the epoch and its learning rate, with
+    the whole network and learner state where theirs may differ from rank 0's: in the first
+    epoch this backend runs (a resumed run starts from the checkpoint), and after every
+    evaluation that recalibrates batch norm (``train.recalibrate_bn``: rank 0 alone)."""
+    state = _state(trainer) if first or trainer.config.train.recalibrate_bn else None
+    for r in ranks:
+        _send(("epoch", epoch, trainer.lr, state), r)
+
+
+def _serve_epoch(trainer, message) -> int:
+    """Ranks > 0: take an epoch message of :func:`_begin`; returns the epoch."""
+    _, epoch, lr, state = message
+    if state is not None:
+        trainer.net.load_state_dict(state[0])
+        trainer.learner.load_state_dict(state[1])
+    trainer.begin_epoch(epoch, lr)
+    return epoch
+
+
 class LayerPipeline:
     """Consecutive layers split over the processes of a torch.distributed group: stage r
     (rank r) trains layers ``splits[r]``, receives (h, t) and the labels from stage r - 1 and
@@ -99,17 +131,19 @@ class LayerPipeline:
 
     Exact: what reaches layer l for minibatch k was computed by layer l - 1 with the weights it
     had after minibatch k - 1, in the pipeline as in one process, and the messages carry the
-    tensors' exact bits, so the updates are the single process's. Per epoch: rank 0 sends the
-    whole network and learner state to every stage first (so a resumed run starts every stage
-    from the checkpoint), and every stage sends its state back at the end, so that rank 0
-    evaluates and checkpoints the whole network. Two minibatches are in flight: stage 0 trains
-    minibatch k + 1 while the later stages train minibatch k.
+    tensors' exact bits, so the updates are the single process's. In its first epoch rank 0
+    sends the whole network and learner state to every stage (so a resumed run starts every
+    stage from the checkpoint; again only where a stage's may differ from rank 0's, see
+    :func:`_begin`), and every stage sends its state back at the end of every epoch, so that
+    rank 0 evaluates and checkpoints the whole network. Two minibatches are in flight: stage 0
+    trains minibatch k + 1 while the later stages train minibatch k.
     """
 
     name = "pipeline"
 
     def __init__(self, splits: list[tuple[int, int]], rank: int) -> None:
         self.splits, self.rank = splits, rank
+        self._started = False
 
     @property
     def stages(self) -> int:
@@ -118,9 +152,8 @@ class LayerPipeline:
     def run(self, trainer, batches, epoch: int) -> Iterator[tuple[Tensor, Tensor, int]]:
         """Rank 0: the epoch's minibatches through the pipeline; yields every minibatch's loss
         and wrong predictions per layer (all stages') in order."""
-        state = _state(trainer)
-        for r in range(1, self.stages):
-            _send(("epoch", epoch, trainer.lr, state), r)
+        _begin(trainer, range(1, self.stages), epoch, first=not self._started)
+        self._started = True
         start, stop = self.splits[0]
         pending = None
         for x, y in batches:
@@ -176,10 +209,7 @@ class LayerPipeline:
             message = _recv(0)
             if message[0] == "stop":
                 return
-            _, epoch, lr, (net_state, learner_state) = message
-            trainer.net.load_state_dict(net_state)
-            trainer.learner.load_state_dict(learner_state)
-            trainer.begin_epoch(epoch, lr)
+            _serve_epoch(trainer, message)
             while True:
                 message = _recv(self.rank - 1)
                 if message[0] == "end":
@@ -239,22 +269,21 @@ class DataParallel:
     fingerprint of every parameter and buffer is compared at the end of every epoch). Equal to
     the single-process run up to float rounding: sums over the samples are taken in another
     order. Rank 0 drives the epochs (``run``), evaluates and writes the run; the other ranks
-    serve (``serve``). Per epoch rank 0 sends the whole state to every replica first (so a
-    resumed run starts every replica from the checkpoint).
+    serve (``serve``). Rank 0 sends the whole state to every replica in the first epoch (so a
+    resumed run starts every replica from the checkpoint), see :func:`_begin`.
     """
 
     name = "replicas"
 
     def __init__(self, replicas: int, rank: int) -> None:
         self.replicas, self.rank = replicas, rank
-        self._weight = 1.0
+        self._weight, self._started = 1.0, False
 
     def run(self, trainer, batches, epoch: int) -> Iterator[tuple[Tensor, Tensor, int]]:
         """Rank 0: the epoch's minibatches over the replicas; yields every minibatch's loss per
         layer (of the whole minibatch) and its wrong predictions per layer."""
-        state = _state(trainer)
-        for r in range(1, self.replicas):
-            _send(("epoch", epoch, trainer.lr, state), r)
+        _begin(trainer, range(1, self.replicas), epoch, first=not self._started)
+        self._started = True
         for x, y in batches:
             yield self._step(trainer, x, y)
         self._agree(trainer)
@@ -265,10 +294,7 @@ class DataParallel:
             message = _recv(0)
             if message[0] == "stop":
                 return
-            _, epoch, lr, (net_state, learner_state) = message
-            trainer.net.load_state_dict(net_state)
-            trainer.learner.load_state_dict(learner_state)
-            trainer.begin_epoch(epoch, lr)
+            epoch = _serve_epoch(trainer, message)
             for x, y in trainer.batches(data, epoch):
                 self._step(trainer, x, y)
             self._agree(trainer)

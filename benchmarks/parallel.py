@@ -1,0 +1,257 @@
+"""Samples per second of parallel training on this machine, each case a world of local processes
+(gloo, 127.0.0.1), round by round in one run (the machine is noisy: read the ratios), with the
+performance model's prediction (``analysis.parallel``) beside each.
+
+For each config (default ``fc-3x1000-fmnist`` and ``vgg8b-fmnist``, on the first
+``--batches`` x batch Fashion-MNIST training images; ``--batch`` sets the batch) and each case:
+
+- ``1 x 2 threads`` / ``1 x 1 thread``: one process (sigprop);
+- ``2 stages x 1``: a layer pipeline of two processes of one thread each (``parallel.stages``);
+- ``2 replicas x 1``: two data-parallel replicas of one thread each (``parallel.replicas``);
+- ``BP 1 x 1`` / ``BP 2 replicas x 1``: end-to-end backprop of the same network.
+
+A case trains two epochs of those images through ``DiscreteTrainer.train_epoch`` on its
+backend (``ctsp.app.training_backend``, as ``ctsp train`` does); the second epoch is timed on
+rank 0, the first warms up. The model takes the per-layer times of one process and one thread
+(``analysis.efficiency.measure``, medians, at the batch and at the replicas' half batch, scaled
+so that the layers add up to the measured step), the bytes each layer passes on, the state
+and gradient sizes, and a gloo link measured here (latency from 1 kB round trips, bandwidth
+from 16 MB ones, ``send_object_list`` as the pipeline sends).
+
+    python benchmarks/parallel.py                       # both configs, 2 rounds
+    python benchmarks/parallel.py --configs fc-3x1000-fmnist --rounds 3 --out /tmp/parallel.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+from ctsp.cli import passive_openmp_wait
+
+passive_openmp_wait()  # as the ctsp command does, before torch loads its OpenMP runtime
+
+import torch  # noqa: E402
+from torch import distributed as dist  # noqa: E402
+
+from analysis import Link, measure_efficiency, pipeline_seconds, replica_seconds  # noqa: E402
+from ctsp import config as cfg  # noqa: E402
+from ctsp import data as datasets  # noqa: E402
+from ctsp.app import build_discrete_network, make_learner, training_backend  # noqa: E402
+from ctsp.discrete import DiscreteTrainer, split_layers  # noqa: E402
+from ctsp.nn import StaticNeuron  # noqa: E402
+from ctsp.runs import cpu_threads, machine_line, process_group  # noqa: E402
+
+CPU = torch.device("cpu")
+# name: (rule, stages, replicas, threads)
+CASES = {
+    "1 x 2 threads": ("sigprop", 1, 1, 2),
+    "1 x 1 thread": ("sigprop", 1, 1, 1),
+    "2 stages x 1": ("sigprop", 2, 1, 1),
+    "2 replicas x 1": ("sigprop", 1, 2, 1),
+    "BP 1 x 1": ("bp", 1, 1, 1),
+    "BP 2 replicas x 1": ("bp", 1, 2, 1),
+}
+MODELLED = ("1 x 1 thread", "2 replicas x 1")
+DEFAULT_BATCH = {"vgg8b-fmnist": 32}  # VGG8b: a few seconds a minibatch on a 2-core CPU
+
+
+def case_config(name: str, rule: str, stages: int, replicas: int, threads: int, batch: int):
+    base = cfg.load(name, cfg.DiscreteRunConfig)
+    return cfg.with_overrides(
+        base,
+        [
+            (["train", "rule"], rule),
+            (["parallel", "stages"], stages),
+            (["parallel", "replicas"], replicas),
+            (["threads"], threads),
+            (["train", "batch_size"], batch),
+            (["model", "dropout"], 0.0),
+        ],
+    )
+
+
+def images(config, batches: int) -> datasets.Dataset:
+    data = datasets.load(config.data.name, data_dir=config.data.dir or None)
+    n = batches * config.train.batch_size
+    return dataclasses.replace(data, train_x=data.train_x[:n], train_y=data.train_y[:n])
+
+
+def worker(name: str, case: str, batch: int, batches: int) -> None:
+    """One process of a case (rank from the environment); rank 0 prints the epochs' seconds."""
+    rule, stages, replicas, threads = CASES[case]
+    config = case_config(name, rule, stages, replicas, threads, batch)
+    data = images(config, batches)
+    with process_group(stages * replicas, CPU) as rank, cpu_threads(threads):
+        torch.manual_seed(config.seed)
+        net = build_discrete_network(config, data.image_shape, data.classes)
+        trainer = DiscreteTrainer(net, make_learner(net, config), config, CPU)
+        backend = training_backend(trainer, rank, data.image_shape)
+        if rank > 0:
+            backend.serve(trainer, data)
+            return
+        trainer.backend = backend
+        seconds = []
+        for epoch in (0, 1):
+            t0 = time.perf_counter()
+            trainer.train_epoch(data, epoch)
+            seconds.append(time.perf_counter() - t0)
+        backend.stop()
+    print(json.dumps({"seconds": seconds}))
+
+
+def link_worker(rounds: int) -> None:
+    """Rank 0 and 1: round trips of 1 kB and 16 MB tensors; rank 0 prints (latency, bandwidth)."""
+    with process_group(2, CPU) as rank, cpu_threads(1):
+        times = {}
+        for nbytes in (1000, 16_000_000):
+            x = torch.zeros(nbytes // 4)
+            spent = []
+            for _ in range(rounds + 1):
+                t0 = time.perf_counter()
+                box = [x]
+                if rank == 0:
+                    dist.send_object_list(box, dst=1)
+                    dist.recv_object_list(box, src=1)
+                else:
+                    dist.recv_object_list(box, src=0)
+                    dist.send_object_list(box, dst=0)
+                spent.append((time.perf_counter() - t0) / 2)
+            times[nbytes] = statistics.median(spent[1:])
+    if rank == 0:
+        latency = times[1000]
+        print(json.dumps({"latency": latency, "bandwidth": 16e6 / (times[16_000_000] - latency)}))
+
+
+def world(args: list[str], size: int, timeout: float = 1800) -> dict:
+    """Run ``benchmarks/parallel.py *args`` as ``size`` local processes; rank 0's JSON line."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(size)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, *args],
+            env={**os.environ, **env, "RANK": str(r)},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(size)
+    ]
+    outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise SystemExit(f"a process of {args} failed: {[p.returncode for p in procs]}")
+    return json.loads(outs[0].strip().splitlines()[-1])
+
+
+def layer_seconds(config, data, batch: int) -> tuple[list[float], float]:
+    """Per-layer seconds of one minibatch (one thread, the target pass in the first layer's,
+    scaled so that they add up to the measured step) and the step's seconds."""
+    c = cfg.with_overrides(config, [(["train", "batch_size"], batch)])
+    with cpu_threads(1):
+        rows = measure_efficiency(c, data=data, repeats=5, warmup=2)
+    total = next(r for r in rows if r["layer"] == "total")["time_us"] * batch * 1e-6
+    parts = {r["layer"]: r["time_us"] * batch * 1e-6 for r in rows if r["layer"] != "total"}
+    names = [r["layer"] for r in rows if r["layer"] not in ("total", "target", "update")]
+    per = [parts[n] for n in names]
+    per[0] += parts.get("target", 0.0)
+    per[-1] += parts.get("update", 0.0)
+    scale = total / sum(per)
+    return [t * scale for t in per], total
+
+
+def model(name: str, batch: int, batches: int, link: Link) -> dict:
+    """The model's seconds per (timed) epoch of every case."""
+    out = {}
+    for rule in ("sigprop", "bp"):
+        config = case_config(name, rule, 1, 1, 1, batch)
+        data = images(config, batches)
+        net = build_discrete_network(config, data.image_shape, data.classes)
+        learner = make_learner(net, config)
+        norms = sum(1 for m in net.modules() if isinstance(m, StaticNeuron) and m.batch_norm)
+        full, step = layer_seconds(config, data, batch)
+        _, half = layer_seconds(config, data, batch // 2)
+        if rule == "sigprop":
+            step_bytes = [4 * sum(p.numel() for p in learner.rules[n].params) for n in net.names]
+        else:
+            step_bytes = [4 * sum(p.numel() for p in net.parameters())]
+        one, two = ("BP 1 x 1", "BP 2 replicas x 1") if rule == "bp" else MODELLED
+        out[one] = batches * step
+        out[two] = replica_seconds(half, step_bytes, norms, link, 2, batches)
+        if rule == "sigprop":
+            net.eval()
+            with torch.no_grad():
+                carry = [
+                    4 * (h.numel() + (0 if t is None else t.numel()))
+                    for h, t in net.pairs(torch.zeros(batch, *data.image_shape))
+                ]
+            splits = split_layers(net.multiply_adds(data.image_shape, batch), 2)
+            state = sum(v.numel() * v.element_size() for v in net.state_dict().values())
+            state += 2 * 4 * sum(p.numel() for p in net.parameters())  # Adam's two moments
+            out["2 stages x 1"] = pipeline_seconds(full, carry, splits, link, batches, state)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=["fc-3x1000-fmnist", "vgg8b-fmnist"])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--batches", type=int, default=8, help="minibatches per epoch")
+    parser.add_argument("--batch", type=int, default=0, help="0: the config's (VGG8b: 32)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", help="also write the table (markdown) here")
+    parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "CASE"), help=argparse.SUPPRESS)
+    parser.add_argument("--link", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.link:
+        return link_worker(20)
+    if args.worker:
+        return worker(*args.worker, args.batch, args.batches)
+
+    link_json = world(["--link"], 2)
+    link = Link(link_json["latency"], link_json["bandwidth"])
+    lines = [
+        f"Machine: {machine_line()}. gloo link measured: latency {link.latency * 1e6:.0f} µs, "
+        f"bandwidth {link.bandwidth / 1e9:.2f} GB/s (send_object_list).",
+        "",
+        "| config | batch | case | samples/s | vs 1 x 1 | model samples/s | model vs 1 x 1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in args.configs:
+        default = cfg.load(name, cfg.DiscreteRunConfig).train.batch_size
+        batch = args.batch or DEFAULT_BATCH.get(name, default)
+        spent = {case: [] for case in args.cases}
+        for r in range(args.rounds):
+            for case in args.cases:
+                _, stages, replicas, _ = CASES[case]
+                run = ["--worker", name, case, "--batch", str(batch)]
+                seconds = world([*run, "--batches", str(args.batches)], stages * replicas)
+                seconds = seconds["seconds"][1]
+                spent[case].append(seconds)
+                print(f"{name} round {r + 1}: {case}: {seconds:.2f} s", flush=True)
+        predicted = model(name, batch, args.batches, link)
+        samples = batch * args.batches
+        rate = {case: samples / statistics.median(s) for case, s in spent.items()}
+        base = rate.get("1 x 1 thread")
+        base_model = samples / predicted["1 x 1 thread"]
+        for case in args.cases:
+            ratio = f"{rate[case] / base:.2f}" if base else ""
+            m = samples / predicted[case] if case in predicted else None
+            mcol = f"{m:.1f} | {m / base_model:.2f}" if m else " | "
+            lines.append(f"| {name} | {batch} | {case} | {rate[case]:.1f} | {ratio} | {mcol} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
