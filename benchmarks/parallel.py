@@ -20,6 +20,11 @@ from 16 MB ones, ``send_object_list`` as the pipeline sends).
 
     python benchmarks/parallel.py                       # both configs, 2 rounds
     python benchmarks/parallel.py --configs fc-3x1000-fmnist --rounds 3 --out /tmp/parallel.md
+    python benchmarks/parallel.py --project vgg8b-cifar10      # the model's GPU projection
+
+``--project CONFIG`` only computes: the model with assumed GPU numbers (``GPU_FLOPS``,
+``GPU_LINK``) for 1, 2, 4 and 8 GPUs and 391 minibatches an epoch (CIFAR-10 at batch 128),
+clearly a projection.
 """
 
 from __future__ import annotations
@@ -156,7 +161,7 @@ def layer_seconds(config, data, batch: int) -> tuple[list[float], float]:
     scaled so that they add up to the measured step) and the step's seconds."""
     c = cfg.with_overrides(config, [(["train", "batch_size"], batch)])
     with cpu_threads(1):
-        rows = measure_efficiency(c, data=data, repeats=5, warmup=2)
+        rows = measure_efficiency(c, data=data, repeats=3, warmup=1)
     total = next(r for r in rows if r["layer"] == "total")["time_us"] * batch * 1e-6
     parts = {r["layer"]: r["time_us"] * batch * 1e-6 for r in rows if r["layer"] != "total"}
     names = [r["layer"] for r in rows if r["layer"] not in ("total", "target", "update")]
@@ -199,6 +204,62 @@ def model(name: str, batch: int, batches: int, link: Link) -> dict:
     return out
 
 
+# the projection's assumptions (not measured): one GPU's sustained rate on VGG8b's layers and an
+# NVLink-class link between GPUs
+GPU_FLOPS = (50e12, 200e12)  # multiply-adds x 2 x 3 (forward, backward, update) per second
+GPU_LINK = Link(latency=10e-6, bandwidth=100e9)
+
+
+def projection(name: str, gpus: tuple[int, ...], batches: int) -> list[str]:
+    """Projected speedups of a layer pipeline and of data-parallel replicas over ``gpus`` GPUs
+    (for each rate of ``GPU_FLOPS``, with ``GPU_LINK``; per-layer time from the multiply-adds;
+    the replicas' shards assumed to run at the same rate as the whole batch)."""
+    config = cfg.load(name, cfg.DiscreteRunConfig)
+    shape = (3, 32, 32) if config.data.name == "cifar10" else (1, 28, 28)
+    batch = config.train.batch_size
+    net = build_discrete_network(config, shape, 10)
+    learner = make_learner(net, config)
+    macs = net.multiply_adds(shape, batch)
+    net.eval()
+    with torch.no_grad():
+        carry = [
+            4 * (h.numel() + (0 if t is None else t.numel()))
+            for h, t in net.pairs(torch.zeros(batch, *shape))
+        ]
+    step_bytes = [4 * sum(p.numel() for p in learner.rules[n].params) for n in net.names]
+    norms = sum(1 for m in net.modules() if isinstance(m, StaticNeuron) and m.batch_norm)
+    rates = " and ".join(f"{f / 1e12:.0f}" for f in GPU_FLOPS)
+    lines = [
+        f"Projection (not measured) for {name}, batch {batch}, {batches} minibatches an epoch: "
+        f"one GPU at {rates} TFLOP/s sustained (6 x multiply-adds per sample and layer), a "
+        f"link of {GPU_LINK.latency * 1e6:.0f} µs per message and "
+        f"{GPU_LINK.bandwidth / 1e9:.0f} GB/s, float32 messages, nothing overlapped (as ctsp "
+        "does it); stages split by multiply-adds (`split_layers`), replicas' shards at the "
+        "whole batch's rate. Layer shares of the multiply-adds: "
+        + ", ".join(f"{n} {m / sum(macs):.0%}" for n, m in zip(net.names, macs, strict=True))
+        + ".",
+        "",
+        "| GPUs | pipeline stages | "
+        + " | ".join(
+            f"pipeline, {f / 1e12:.0f} TFLOP/s | replicas, {f / 1e12:.0f} TFLOP/s"
+            for f in GPU_FLOPS
+        )
+        + " |",
+        "|---|---|" + "---|---|" * len(GPU_FLOPS),
+    ]
+    for g in gpus:
+        splits = split_layers(macs, min(g, len(macs)))
+        row = [str(g), "; ".join(f"{net.names[a]}-{net.names[b - 1]}" for a, b in splits)]
+        for flops in GPU_FLOPS:
+            layer = [6 * m / flops for m in macs]
+            one = batches * sum(layer)
+            pipe = pipeline_seconds(layer, carry, splits, GPU_LINK, batches)
+            reps = replica_seconds(sum(layer) / g, step_bytes, norms, GPU_LINK, g, batches)
+            row += [f"{one / pipe:.2f}", f"{one / reps:.2f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=["fc-3x1000-fmnist", "vgg8b-fmnist"])
@@ -207,6 +268,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0, help="0: the config's (VGG8b: 32)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", help="also write the table (markdown) here")
+    parser.add_argument(
+        "--project",
+        metavar="CONFIG",
+        help="print the projection for 1/2/4/8 GPUs of CONFIG (e.g. vgg8b-cifar10) and stop",
+    )
     parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "CASE"), help=argparse.SUPPRESS)
     parser.add_argument("--link", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -214,6 +280,13 @@ def main() -> None:
         return link_worker(20)
     if args.worker:
         return worker(*args.worker, args.batch, args.batches)
+    if args.project:
+        text = "\n".join(projection(args.project, (1, 2, 4, 8), 391)) + "\n"
+        print(text)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text)
+        return None
 
     link_json = world(["--link"], 2)
     link = Link(link_json["latency"], link_json["bandwidth"])

@@ -159,6 +159,15 @@ def test_a_torchrun_launched_run_equals_the_workers_run(tmp_path):
     assert_same_run(tmp_path / "workers", tmp_path / "tr")
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (or is stopped); a zombie has ended."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _worker_of(parent: int, rank: int) -> int:
     """The pid of the child of ``parent`` that runs ``rank`` (from /proc)."""
     for entry in os.listdir("/proc"):
@@ -176,43 +185,72 @@ def _worker_of(parent: int, rank: int) -> int:
     raise AssertionError(f"no rank {rank} under {parent}")
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc (Linux)")
-def test_kill_9_of_a_worker_stops_the_run_in_one_line_and_resume_finishes_it(tmp_path):
-    import signal
+PIPELINE_60 = ["train", *FC, "--epochs", "60", "--set", "parallel.stages=2", "--workers", "2"]
+
+
+def _running_pipeline(out, **env):
+    """A long pipeline run of 2 processes, once it has written its first checkpoint."""
     import time
 
-    args = ["train", *FC, "--epochs", "60", "--set", "parallel.stages=2"]
-    out = tmp_path / "pipe"
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "ctsp",
-        *args,
-        "--workers",
-        "2",
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")} | env
+    cmd = [sys.executable, "-m", "ctsp", *PIPELINE_60, "--out", str(out), "--no-progress"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 120
     while not (out / "checkpoint.pt").is_file():
         assert proc.poll() is None and time.monotonic() < deadline, "the run did not start"
         time.sleep(0.05)
-    os.kill(_worker_of(proc.pid, 1), signal.SIGKILL)
-    killed = time.monotonic()
-    _, err = proc.communicate(timeout=60)
-    assert time.monotonic() - killed < 10  # bounded: about a second
+    return proc
+
+
+def _one_line_stop(proc, within: float) -> str:
+    import time
+
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=within + 60)
+    assert time.monotonic() - t0 < within
     lines = err.decode().strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, lines
-    assert "rank 1" in lines[0] and "--resume" in lines[0]
-    code, _, err = ctsp(*args, "--workers", "2", "--out", str(out), "--resume")
+    assert "--resume" in lines[0]
+    return lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc (Linux)")
+def test_kill_9_of_a_worker_stops_the_run_in_one_line_and_resume_finishes_it(tmp_path):
+    import signal
+
+    out = tmp_path / "pipe"
+    proc = _running_pipeline(out)
+    os.kill(_worker_of(proc.pid, 1), signal.SIGKILL)
+    assert "rank 1" in _one_line_stop(proc, within=10)  # bounded: about a second
+    code, _, err = ctsp(*PIPELINE_60, "--out", str(out), "--resume")
     assert code == 0, err
     one = ["train", *FC, "--epochs", "60", "--out", str(tmp_path / "one"), "--no-progress"]
     assert main(one) == 0
     assert_same_run(tmp_path / "one", out)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc (Linux)")
+def test_a_hung_worker_stops_the_run_within_the_hang_timeout_in_one_line(tmp_path):
+    """A worker stopped by SIGSTOP (alive, silent): rank 0 stops within CTSP_HANG_TIMEOUT plus
+    a beat, names it, and takes the stopped worker down with it."""
+    import signal
+    import time
+
+    proc = _running_pipeline(tmp_path / "pipe", CTSP_HANG_TIMEOUT="4")
+    worker = _worker_of(proc.pid, 1)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        line = _one_line_stop(proc, within=15)
+        assert "rank 1 has not been heard of for 4 s" in line
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker)
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
 
 
 # data-parallel replicas: one minibatch's gradients at learning rate 0 (no weight moves, so every

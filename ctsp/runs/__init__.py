@@ -20,9 +20,19 @@ from .loop import RunResult, fit, load_data, metrics_dataset, progress_bar, reso
 from .results import Run, machine_line, markdown_table, open_run
 from .rundir import atomic_write, run_directory, save_netcdf, save_torch, write_text
 from .threads import cpu_threads
-from .workers import launch, process_group, watch_parent, watch_workers, world
+from .workers import (
+    Heartbeat,
+    hang_timeout,
+    launch,
+    process_group,
+    watch_parent,
+    watch_workers,
+    world,
+)
 
 __all__ = [
+    "Heartbeat",
+    "hang_timeout",
     "SCHEDULE_KEYS",
     "EpochTrainer",
     "Recorder",

@@ -10,8 +10,10 @@ CUDA) for the run's length, after checking that the world is as large as the run
 Faults in a ``--workers`` run: rank 0 watches its workers and a worker its rank 0
 (:func:`watch_workers`, :func:`watch_parent`); when one fails (an error, a crash, kill -9) the
 others stop within about a second with one line naming it, and ``--resume`` continues from the
-last checkpoint. Under torchrun its agent stops the other processes. A process that hangs
-without failing is caught only by torch.distributed's :data:`TIMEOUT`.
+last checkpoint. Under torchrun its agent stops the other processes. A process that hangs or
+is stopped without failing is caught by the heartbeats every process of a group sends through
+the run's TCP store (:class:`Heartbeat`, started by :func:`process_group`): the others stop
+within :func:`hang_timeout` seconds (60 by default) with one line naming it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ from ..errors import ConfigError
 TIMEOUT = datetime.timedelta(minutes=30)
 # the environment variable that tells a worker started by --workers which process is rank 0
 PARENT = "CTSP_WORKERS_PARENT"
+# seconds without a heartbeat after which a process of the group is taken as hung or stopped;
+# the environment variable overrides it
+HANG_TIMEOUT = 60.0
+HANG_VARIABLE = "CTSP_HANG_TIMEOUT"
+# the workers this process started (launch): stopped with it
+_STARTED: list[subprocess.Popen] = []
 
 
 def world() -> tuple[int, int]:
@@ -68,6 +76,7 @@ def launch(argv: list[str], workers: int) -> list[subprocess.Popen]:
             )
         )
     os.environ.update(env, RANK="0", LOCAL_RANK="0")
+    _STARTED.extend(procs)
     return procs
 
 
@@ -76,6 +85,8 @@ def _stop(message: str) -> None:
     the run's checkpoint is written atomically, so ``--resume`` continues it)."""
     print(f"ctsp: error: {message}; the run stops (continue it with --resume)", file=sys.stderr)
     sys.stderr.flush()
+    for proc in _STARTED:  # a stopped or hung worker does not end by itself
+        proc.kill()
     os._exit(1)
 
 
@@ -113,10 +124,79 @@ def watch_parent(interval: float = 1.0) -> None:
     _watch(lambda: "rank 0 has gone" if os.getppid() != int(parent) else None, interval)
 
 
+def hang_timeout() -> float:
+    """Seconds of silence after which a process of the group is taken as hung:
+    ``$CTSP_HANG_TIMEOUT``, else :data:`HANG_TIMEOUT`."""
+    value = os.environ.get(HANG_VARIABLE, "")
+    try:
+        seconds = float(value) if value else HANG_TIMEOUT
+    except ValueError:
+        raise ConfigError(f"{HANG_VARIABLE} must be a number of seconds (got {value!r})") from None
+    if seconds <= 0:
+        raise ConfigError(f"{HANG_VARIABLE} must be positive (got {value!r})")
+    return seconds
+
+
+class Heartbeat:
+    """Every ``interval`` seconds: count this rank's beat in the run's TCP store (rank 0's, at
+    ``MASTER_ADDR:MASTER_PORT``) and read the others' (one thread); stop this process with one
+    line when another rank's count has not moved for ``timeout`` seconds (it hangs, or was
+    stopped), or when the store has not answered for as long (rank 0 hangs: a store call then
+    blocks) (a second thread, :func:`_watch`). Threads of their own, so a long evaluation or
+    checkpoint keeps beating. A closed connection ends the beats quietly: the run is ending,
+    or a process died, which :func:`watch_workers` / :func:`watch_parent` or the backend's
+    messages report. A rank that leaves the group (:meth:`stop`) is no longer watched."""
+
+    def __init__(self, rank: int, size: int, timeout: float, interval: float = 1.0) -> None:
+        self.rank, self.timeout, self.interval = rank, timeout, interval
+        self.store = dist.TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False
+        )
+        now = time.monotonic()
+        self._count = {r: -1 for r in range(size) if r != rank}
+        self._heard = dict.fromkeys(self._count, now)  # when each rank's count last moved
+        self._answered = now  # when the store last answered
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="ctsp-heartbeat", daemon=True)
+        self._thread.start()
+        _watch(self._silent, interval)
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.interval):
+            try:
+                self.store.add(f"ctsp/beat/{self.rank}", 1)
+                counts = {r: self.store.add(f"ctsp/beat/{r}", 0) for r in self._count}
+            except (dist.DistError, RuntimeError):
+                return
+            now = self._answered = time.monotonic()
+            for r, count in counts.items():
+                if count != self._count[r]:
+                    self._count[r], self._heard[r] = count, now
+
+    def _silent(self) -> str | None:
+        """The line for a rank not heard of (or a store not answering) for ``timeout`` s."""
+        now = time.monotonic()
+        if self._done.is_set():
+            return None
+        if now - self._answered > self.timeout:
+            return f"rank 0 has not answered for {self.timeout:.0f} s (hung or stopped)"
+        for r, heard in self._heard.items():
+            if self._count[r] >= 0 and now - heard > self.timeout:
+                return f"rank {r} has not been heard of for {self.timeout:.0f} s (hung or stopped)"
+        return None
+
+    def stop(self) -> None:
+        """Stop beating and watching; the others stop watching this rank (its count < 0)."""
+        self._done.set()
+        with contextlib.suppress(dist.DistError, RuntimeError):
+            self.store.add(f"ctsp/beat/{self.rank}", -(2**40))
+
+
 @contextlib.contextmanager
 def process_group(size: int, device: torch.device) -> Iterator[int]:
     """Join the world of ``size`` processes for the block (nothing for ``size`` 1 outside a
-    launched run); yields this process's rank. A world of another size is refused."""
+    launched run), with a :class:`Heartbeat`; yields this process's rank. A world of another
+    size is refused."""
     rank, world_size = world()
     if world_size != size:
         raise ConfigError(
@@ -127,9 +207,12 @@ def process_group(size: int, device: torch.device) -> Iterator[int]:
     if size == 1:
         yield 0
         return
+    timeout = hang_timeout()
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, rank=rank, world_size=size, timeout=TIMEOUT)
+    beat = Heartbeat(rank, size, timeout)
     try:
         yield rank
     finally:
+        beat.stop()
         dist.destroy_process_group()
