@@ -16,7 +16,7 @@ import torch
 
 from . import continuous, discrete, runs
 from .config import ARCHS, DiscreteRunConfig, RunConfig
-from .errors import ConfigError, PerformanceWarning
+from .errors import PerformanceWarning
 from .nn import precision_warning, uses_channels_last
 from .runs import Recorder, RunResult
 
@@ -168,12 +168,6 @@ def train(
     if network is None:
         network = build_discrete_network(config, data.image_shape, data.classes)
     par = config.parallel
-    if par.stages > 1 and network.signal.needs_feedback:
-        raise ConfigError(
-            f"signal.generator = {config.signal.generator!r} needs the network's output for "
-            "the same input before the first layer trains (target-loop, Fig. 2c): a layer "
-            "pipeline cannot give it yet; use parallel.stages = 1"
-        )
     with runs.process_group(par.stages * par.replicas, device) as rank:
         if rank > 0:  # a pipeline stage or a replica: rank 0 drives it and writes the run
             with runs.cpu_threads(config.threads):

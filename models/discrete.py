@@ -137,6 +137,7 @@ class DiscreteNetwork(nn.Module):
         start: int = 0,
         stop: int | None = None,
         carry: tuple[Tensor, Tensor | None] | None = None,
+        feedback: Tensor | None = None,
     ) -> Iterator[tuple[Tensor, Tensor | None]]:
         """Forward pass with the learning signal: yields (h_i, t_i) for every layer i in order.
 
@@ -150,11 +151,14 @@ class DiscreteNetwork(nn.Module):
         on, ``carry`` is what the pass over layers up to ``start - 1`` returned (x is not used)
         and the pairs are those of the whole pass. The generator returns (its
         ``StopIteration.value``) the carry for layer ``stop``: the last (h, t), detached.
+        ``feedback``: the target-loop generators' context, :meth:`feedback` of x (computed
+        here when None; a pipeline passes the one its stages computed).
         """
         sig = self.signal
         stop = len(self.layers) if stop is None else stop
         if start == 0:
-            feedback = self.feedback(x) if sig.needs_feedback else None
+            if sig.needs_feedback and feedback is None:
+                feedback = self.feedback(x)
             t = self.first_targets(x, None, feedback) if self.into != "hidden" else None
             h = x
         else:
@@ -183,19 +187,24 @@ class DiscreteNetwork(nn.Module):
         the input passes (no target, no generator); with output targets, O(h_L, t_L)."""
         if self.prediction != "classifier":
             return self.exit_logits(x)[-1]
-        h = x
-        for layer in self.layers:
+        return self.forward_layers(x)
+
+    def forward_layers(self, h: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
+        """The input path alone through layers ``start`` to ``stop - 1`` (h: the input x, or
+        what layer ``start - 1`` put out)."""
+        for layer in self.layers[start:stop]:
             h, _ = layer(h)
         return h
 
     @torch.no_grad()
-    def feedback(self, x: Tensor) -> Tensor:
+    def feedback(self, x: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
         """The classification layer's output z (B, m) of an inference pass (eval mode): the
-        context of the target-loop generators (Fig. 2c)."""
+        context of the target-loop generators (Fig. 2c). Layers ``start`` to ``stop - 1``
+        only (x: what layer ``start - 1`` put out): a stage's part of it in a pipeline."""
         was = self.training
         self.eval()
         try:
-            return self.forward(x)
+            return self.forward_layers(x, start, stop)
         finally:
             self.train(was)
 

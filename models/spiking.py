@@ -81,15 +81,22 @@ class SpikingNetwork(DiscreteNetwork):
 
     def features(self, x: Tensor) -> Tensor:
         """The spike train (T, B, ...) of the last spiking layer, the input path only."""
-        h = repeat_in_time(x, self.time_steps)
-        for layer in self.layers[:-1]:
-            h = layer(h).h
-        return h
+        return self.forward_layers(x, 0, len(self.layers) - 1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Inference (and BP-surrogate): the classifier's logits (B, m), averaged over the T
         steps, in float32. Differentiable through the surrogate spikes of every layer."""
-        return self.readout(self.features(x)).float()
+        return self.forward_layers(x)
+
+    def forward_layers(self, h: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
+        """The input path alone through layers ``start`` to ``stop - 1``: from the image x
+        (fed at every step) at ``start = 0``, else from the spike train (T, B, ...) of layer
+        ``start - 1``; the spike train of the last of them, or the logits for the readout."""
+        if start == 0:
+            h = repeat_in_time(h, self.time_steps)
+        for layer in self.layers[start:stop]:
+            h = layer(h).float() if layer is self.readout else layer(h).h
+        return h
 
     def pairs(
         self,
@@ -97,6 +104,7 @@ class SpikingNetwork(DiscreteNetwork):
         start: int = 0,
         stop: int | None = None,
         carry: tuple[Tensor, Tensor | None] | None = None,
+        feedback: Tensor | None = None,
     ) -> Iterator[tuple[Tensor, Tensor | None]]:
         """Forward pass with the learning signal: yields each layer's loss inputs in order.
 
@@ -121,7 +129,8 @@ class SpikingNetwork(DiscreteNetwork):
         stop = len(self.layers) if stop is None else stop
         voltage = self.spike_loss == "voltage"
         if start == 0:
-            feedback = self.feedback(x) if sig.needs_feedback else None
+            if sig.needs_feedback and feedback is None:
+                feedback = self.feedback(x)
             h, t = repeat_in_time(x, steps), None
             if self.into != "hidden":
                 t = repeat_in_time(self._rows(self.first_targets(x, None, feedback)), steps)

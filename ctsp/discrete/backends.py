@@ -137,6 +137,13 @@ class LayerPipeline:
     :func:`_begin`), and every stage sends its state back at the end of every epoch, so that
     rank 0 evaluates and checkpoints the whole network. Two minibatches are in flight: stage 0
     trains minibatch k + 1 while the later stages train minibatch k.
+
+    Target-loop generators (``signal.needs_feedback``, Fig. 2c) need the network's output for
+    minibatch k, computed with the weights after minibatch k - 1, before layer 1 trains on k:
+    that inference pass goes through every stage (``("infer", h)`` messages, each stage after
+    it has trained minibatch k - 1) and the last stage returns the output to rank 0. Exact as
+    well, but the stages then work one after the other: no overlap, one more message per stage
+    and minibatch.
     """
 
     name = "pipeline"
@@ -155,10 +162,21 @@ class LayerPipeline:
         _begin(trainer, range(1, self.stages), epoch, first=not self._started)
         self._started = True
         start, stop = self.splits[0]
+        loop = trainer.net.signal.needs_feedback
         pending = None
         for x, y in batches:
+            feedback = None
+            if loop:  # the inference pass crosses every stage first
+                if pending is not None:  # (gloo's sends block: never two ways at once)
+                    yield self._reports(*pending)
+                    pending = None
+                with trainer.autocast():
+                    _send(("infer", trainer.net.feedback(x, start, stop)), 1)
+                feedback = _recv(self.stages - 1)
             with trainer.autocast():
-                losses, wrong, carry = trainer.learner.train_layers(x, y, start, stop)
+                losses, wrong, carry = trainer.learner.train_layers(
+                    x, y, start, stop, feedback=feedback
+                )
             if pending is not None:
                 yield self._reports(*pending)
             _send(("batch", carry, y), 1)
@@ -214,6 +232,11 @@ class LayerPipeline:
                 message = _recv(self.rank - 1)
                 if message[0] == "end":
                     break
+                if message[0] == "infer":  # this stage's part of the target-loop context
+                    with trainer.autocast():
+                        out = trainer.net.feedback(message[1], start, stop)
+                    _send(out if last else ("infer", out), 0 if last else self.rank + 1)
+                    continue
                 _, carry, y = message
                 with trainer.autocast():
                     losses, wrong, carry = trainer.learner.train_layers(None, y, start, stop, carry)

@@ -48,12 +48,15 @@ class Sigprop(Rules):
         losses, wrong, _ = self.train_layers(x, y)
         return losses, wrong
 
-    def train_layers(self, x, y: Tensor, start: int = 0, stop: int | None = None, carry=None):
+    def train_layers(
+        self, x, y: Tensor, start: int = 0, stop: int | None = None, carry=None, feedback=None
+    ):
         """Layers ``start`` to ``stop - 1`` of one minibatch (a stage of a layer pipeline;
-        ``carry``: what the stage before passes on, see ``DiscreteNetwork.pairs``): (loss per
-        layer, wrong predictions per layer, the carry for the next stage)."""
+        ``carry``: what the stage before passes on, ``feedback``: the target-loop context, see
+        ``DiscreteNetwork.pairs``): (loss per layer, wrong predictions per layer, the carry
+        for the next stage)."""
         losses, wrong = [], []
-        pairs = self.net.pairs(x, start, stop, carry)
+        pairs = self.net.pairs(x, start, stop, carry, feedback)
         for rule in list(self.rules.values())[start:stop]:
             h, t = next(pairs)
             loss, logits = rule.update(h, t, y)
