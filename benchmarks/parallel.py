@@ -3,7 +3,8 @@
 performance model's prediction (``analysis.parallel``) beside each.
 
 For each config (default ``fc-3x1000-fmnist`` and ``vgg8b-fmnist``, on the first
-``--batches`` x batch Fashion-MNIST training images; ``--batch`` sets the batch) and each case:
+``--batches`` x batch Fashion-MNIST training images, by default 32 x 128 for FC and 6 x 32 for
+VGG8b; ``--batch`` sets the batch) and each case:
 
 - ``1 x 2 threads`` / ``1 x 1 thread``: one process (sigprop);
 - ``2 stages x 1``: a layer pipeline of two processes of one thread each (``parallel.stages``);
@@ -18,7 +19,7 @@ so that the layers add up to the measured step), the bytes each layer passes on,
 and gradient sizes, and a gloo link measured here (latency from 1 kB round trips, bandwidth
 from 16 MB ones, ``send_object_list`` as the pipeline sends).
 
-    python benchmarks/parallel.py                       # both configs, 2 rounds
+    python benchmarks/parallel.py                       # both configs, 2 rounds (25 min here)
     python benchmarks/parallel.py --configs fc-3x1000-fmnist --rounds 3 --out /tmp/parallel.md
     python benchmarks/parallel.py --project vgg8b-cifar10      # the model's GPU projection
 
@@ -66,6 +67,7 @@ CASES = {
 }
 MODELLED = ("1 x 1 thread", "2 replicas x 1")
 DEFAULT_BATCH = {"vgg8b-fmnist": 32}  # VGG8b: a few seconds a minibatch on a 2-core CPU
+DEFAULT_BATCHES = {"vgg8b-fmnist": 6}  # minibatches an epoch (others: 32)
 
 
 def case_config(name: str, rule: str, stages: int, replicas: int, threads: int, batch: int):
@@ -264,7 +266,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=["fc-3x1000-fmnist", "vgg8b-fmnist"])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--batches", type=int, default=8, help="minibatches per epoch")
+    parser.add_argument(
+        "--batches", type=int, default=0, help="minibatches an epoch; 0: 32 (VGG8b: 6)"
+    )
     parser.add_argument("--batch", type=int, default=0, help="0: the config's (VGG8b: 32)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", help="also write the table (markdown) here")
@@ -300,17 +304,18 @@ def main() -> None:
     for name in args.configs:
         default = cfg.load(name, cfg.DiscreteRunConfig).train.batch_size
         batch = args.batch or DEFAULT_BATCH.get(name, default)
+        batches = args.batches or DEFAULT_BATCHES.get(name, 32)
         spent = {case: [] for case in args.cases}
         for r in range(args.rounds):
             for case in args.cases:
                 _, stages, replicas, _ = CASES[case]
                 run = ["--worker", name, case, "--batch", str(batch)]
-                seconds = world([*run, "--batches", str(args.batches)], stages * replicas)
+                seconds = world([*run, "--batches", str(batches)], stages * replicas)
                 seconds = seconds["seconds"][1]
                 spent[case].append(seconds)
                 print(f"{name} round {r + 1}: {case}: {seconds:.2f} s", flush=True)
-        predicted = model(name, batch, args.batches, link)
-        samples = batch * args.batches
+        predicted = model(name, batch, batches, link)
+        samples = batch * batches
         rate = {case: samples / statistics.median(s) for case, s in spent.items()}
         base = rate.get("1 x 1 thread")
         base_model = samples / predicted["1 x 1 thread"]

@@ -9,6 +9,7 @@ This module and ``ctsp.cli`` are the only parts of ``ctsp`` that import ``models
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 
 from . import continuous, discrete, runs
 from .config import ARCHS, DiscreteRunConfig, RunConfig
-from .errors import PerformanceWarning
+from .errors import ConfigError, PerformanceWarning
 from .nn import precision_warning, uses_channels_last
 from .runs import Recorder, RunResult
 
@@ -71,15 +72,25 @@ def make_learner(net, config: DiscreteRunConfig) -> discrete.Learner:
 
 def training_backend(trainer, rank: int, image_shape: tuple[int, ...]):
     """The backend of ``config.parallel``: one process, this rank's replica, or this rank's part
-    of a layer pipeline (layers split by their multiply-adds per minibatch of images
-    ``image_shape``: ``DiscreteNetwork.multiply_adds``, ``discrete.split_layers``)."""
+    of a layer pipeline (layers split as ``parallel.split`` says, or by their multiply-adds per
+    minibatch of images ``image_shape``: ``DiscreteNetwork.multiply_adds``,
+    ``discrete.split_layers``)."""
     stages, replicas = trainer.config.parallel.stages, trainer.config.parallel.replicas
     if replicas > 1:
         return discrete.DataParallel(replicas, rank)
     if stages == 1:
         return discrete.SingleProcess()
-    costs = trainer.net.multiply_adds(image_shape, trainer.config.train.batch_size)
-    return discrete.LayerPipeline(discrete.split_layers(costs, stages), rank)
+    split, layers = trainer.config.parallel.split, len(trainer.net.layers)
+    if not split:
+        costs = trainer.net.multiply_adds(image_shape, trainer.config.train.batch_size)
+        return discrete.LayerPipeline(discrete.split_layers(costs, stages), rank)
+    if sum(split) != layers:
+        raise ConfigError(
+            f"invalid value for parallel.split: {list(split)} (expected layer counts that add "
+            f"up to the network's {layers} layers)"
+        )
+    cuts = [0, *itertools.accumulate(split)]
+    return discrete.LayerPipeline(list(zip(cuts[:-1], cuts[1:], strict=True)), rank)
 
 
 def simulate(

@@ -365,3 +365,23 @@ def test_data_parallel_replicas_are_deterministic_and_close_to_one_process(tmp_p
         assert code == 0, err
     assert_same_run(tmp_path / "a", tmp_path / "b")
     assert_close_run(tmp_path / "one", tmp_path / "a")
+
+
+def test_parallel_split_sets_the_stages_by_hand_and_must_cover_the_layers(capsys):
+    from ctsp import config as cfg
+    from ctsp.app import build_discrete_network, make_learner, training_backend
+    from ctsp.discrete import DiscreteTrainer
+    from ctsp.errors import ConfigError
+
+    def backend(split):
+        c = cfg.from_dict({"parallel": {"stages": 2, "split": split}}, cfg.DiscreteRunConfig)
+        net = build_discrete_network(c, (1, 8, 8), 10)  # 3 layers
+        trainer = DiscreteTrainer(net, make_learner(net, c), c, torch.device("cpu"))
+        return training_backend(trainer, 0, (1, 8, 8))
+
+    assert backend([]).splits == [(0, 1), (1, 3)]  # by multiply-adds: fc2 is the costliest
+    assert backend([2, 1]).splits == [(0, 2), (2, 3)]
+    with pytest.raises(ConfigError, match="add up to the network's 3 layers"):
+        backend([1, 1])
+    assert main(["train", "--set", "parallel.stages=2", "--set", "parallel.split=[3]"]) == 2
+    assert "one layer count >= 1 per stage" in capsys.readouterr().err

@@ -167,7 +167,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Check ``value`` against the type of the field's default; ints are accepted for floats."""
+    """Check ``value`` against the type of the field's default; ints are accepted for floats;
+    a list field with an empty default holds integers and may be empty."""
 
     def bad(expected: str) -> ConfigError:
         return ConfigError(f"wrong type for {key}: {value!r} (expected {expected})")
@@ -190,10 +191,11 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if not isinstance(value, str):
             raise bad("a string")
         return value
-    if isinstance(default, tuple):
-        if not isinstance(value, list | tuple) or not value:
-            raise bad("a non-empty list")
-        return tuple(_coerce(f"{key}[{i}]", v, default[0]) for i, v in enumerate(value))
+    if isinstance(default, tuple):  # a list like the default; an empty default: of integers
+        if not isinstance(value, list | tuple) or (default and not value):
+            raise bad("a non-empty list" if default else "a list of integers")
+        proto = default[0] if default else 0
+        return tuple(_coerce(f"{key}[{i}]", v, proto) for i, v in enumerate(value))
     raise TypeError(f"unsupported config field type for {key}")
 
 

@@ -173,9 +173,18 @@ class ParallelConfig(Section):
     replicas: int = option(
         1, "data-parallel replicas: each process a shard of every minibatch (any rule)"
     )
+    split: tuple[int, ...] = option(
+        (), "layers per pipeline stage, input side first (e.g. [3, 5]); [] = by multiply-adds"
+    )
 
     def check(self) -> None:
         _require(self.stages >= 1, "parallel.stages", self.stages, ">= 1")
+        _require(
+            not self.split or (len(self.split) == self.stages and min(self.split) >= 1),
+            "parallel.split",
+            list(self.split),
+            "[] or one layer count >= 1 per stage (parallel.stages of them)",
+        )
         _require(self.replicas >= 1, "parallel.replicas", self.replicas, ">= 1")
         _require(
             self.stages == 1 or self.replicas == 1,
