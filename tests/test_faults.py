@@ -306,9 +306,17 @@ def test_configs_into_a_closed_pipe(tmp_path):
 # ---------------------------------------------------------------------------- timed faults
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT as a terminal sends it. A shell without job control starts its
+    background commands with SIGINT ignored, and Python then installs no handler for it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(out: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "ctsp", "simulate", "--out", str(out), "--no-progress", *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint
+    )
 
 
 def _weights(out: Path) -> dict:
