@@ -81,8 +81,8 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str, str]
 
 
 def _type_name(value: Any) -> str:
-    if isinstance(value, tuple):
-        return f"list of {_type_name(value[0])}"
+    if isinstance(value, tuple):  # an empty default: a list of integers (see _coerce)
+        return f"list of {_type_name(value[0] if value else 0)}"
     return {bool: "bool", int: "int", float: "float", str: "string"}[type(value)]
 
 
