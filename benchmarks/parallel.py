@@ -174,6 +174,19 @@ def layer_seconds(config, data, batch: int) -> tuple[list[float], float]:
     return [t * scale for t in per], total
 
 
+def carries_and_norms(net, shape: tuple[int, ...], batch: int) -> tuple[list[int], int]:
+    """The bytes each layer passes on (its h and t in float32, a minibatch of ``batch``
+    images of ``shape``) and the number of batch-norm layers."""
+    net.eval()
+    with torch.no_grad():
+        carry = [
+            4 * (h.numel() + (0 if t is None else t.numel()))
+            for h, t in net.pairs(torch.zeros(batch, *shape))
+        ]
+    norms = sum(1 for m in net.modules() if isinstance(m, StaticNeuron) and m.batch_norm)
+    return carry, norms
+
+
 def model(name: str, batch: int, batches: int, link: Link) -> dict:
     """The model's seconds per (timed) epoch of every case."""
     out = {}
@@ -182,7 +195,7 @@ def model(name: str, batch: int, batches: int, link: Link) -> dict:
         data = images(config, batches)
         net = build_discrete_network(config, data.image_shape, data.classes)
         learner = make_learner(net, config)
-        norms = sum(1 for m in net.modules() if isinstance(m, StaticNeuron) and m.batch_norm)
+        carry, norms = carries_and_norms(net, data.image_shape, batch)
         full, step = layer_seconds(config, data, batch)
         _, half = layer_seconds(config, data, batch // 2)
         if rule == "sigprop":
@@ -193,12 +206,6 @@ def model(name: str, batch: int, batches: int, link: Link) -> dict:
         out[one] = batches * step
         out[two] = replica_seconds(half, step_bytes, norms, link, 2, batches)
         if rule == "sigprop":
-            net.eval()
-            with torch.no_grad():
-                carry = [
-                    4 * (h.numel() + (0 if t is None else t.numel()))
-                    for h, t in net.pairs(torch.zeros(batch, *data.image_shape))
-                ]
             splits = split_layers(net.multiply_adds(data.image_shape, batch), 2)
             state = sum(v.numel() * v.element_size() for v in net.state_dict().values())
             state += 2 * 4 * sum(p.numel() for p in net.parameters())  # Adam's two moments
@@ -222,14 +229,8 @@ def projection(name: str, gpus: tuple[int, ...], batches: int) -> list[str]:
     net = build_discrete_network(config, shape, 10)
     learner = make_learner(net, config)
     macs = net.multiply_adds(shape, batch)
-    net.eval()
-    with torch.no_grad():
-        carry = [
-            4 * (h.numel() + (0 if t is None else t.numel()))
-            for h, t in net.pairs(torch.zeros(batch, *shape))
-        ]
+    carry, norms = carries_and_norms(net, shape, batch)
     step_bytes = [4 * sum(p.numel() for p in learner.rules[n].params) for n in net.names]
-    norms = sum(1 for m in net.modules() if isinstance(m, StaticNeuron) and m.batch_norm)
     rates = " and ".join(f"{f / 1e12:.0f}" for f in GPU_FLOPS)
     lines = [
         f"Projection (not measured) for {name}, batch {batch}, {batches} minibatches an epoch: "

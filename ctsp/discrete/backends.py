@@ -254,7 +254,7 @@ class _ReplicaSum(torch.autograd.Function):
     """The sum of a tensor over the replicas (batch-norm statistics), differentiable for the
     loss sum_r w_r L_r of the whole minibatch (w_r: replica r's share of the samples, L_r its
     mean loss): the backward sums the replicas' gradients weighted by w_r and divides by this
-    replica's w, since :meth:`DataParallel._sum_gradients` multiplies this replica's gradients
+    replica's w, since :func:`_sum_gradients` multiplies this replica's gradients
     by w again before their sum."""
 
     @staticmethod
@@ -269,6 +269,19 @@ class _ReplicaSum(torch.autograd.Function):
         out = grad * ctx.weight
         dist.all_reduce(out)
         return out / ctx.weight, None
+
+
+def _sum_gradients(optimizer, weight: float) -> None:
+    """Before an optimizer step (data-parallel replicas): its gradients weighted by this shard's
+    share of the minibatch and summed over the replicas (one all-reduce)."""
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads]) * weight
+    with _peer(0):
+        dist.all_reduce(flat)
+    for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+        g.copy_(part.view_as(g))
 
 
 def _fingerprint(trainer) -> Tensor:
@@ -300,7 +313,7 @@ class DataParallel:
 
     def __init__(self, replicas: int, rank: int) -> None:
         self.replicas, self.rank = replicas, rank
-        self._weight, self._started = 1.0, False
+        self._started = False
 
     def run(self, trainer, batches, epoch: int) -> Iterator[tuple[Tensor, Tensor, int]]:
         """Rank 0: the epoch's minibatches over the replicas; yields every minibatch's loss per
@@ -331,32 +344,21 @@ class DataParallel:
                 f"{self.replicas}; use fewer replicas or another train.batch_size"
             )
         lo, hi = total * self.rank // self.replicas, total * (self.rank + 1) // self.replicas
-        self._weight = (hi - lo) / total
-        per_sample = bool(getattr(trainer.net.signal, "per_sample", False))
-        weight = self._weight
+        weight = (hi - lo) / total
+        per_sample = trainer.net.signal.per_sample
         shard = Shard(lo, hi, total, per_sample, lambda v: _ReplicaSum.apply(v, weight))
-        hook = register_optimizer_step_pre_hook(self._sum_gradients)
+        hook = register_optimizer_step_pre_hook(
+            lambda optimizer, args, kwargs: _sum_gradients(optimizer, weight)
+        )
         try:
             with _peer(0), sharded(trainer.net, shard), trainer.autocast():
                 losses, wrong = trainer.learner.train_batch(x[lo:hi], y[lo:hi])
-                stats = torch.cat([losses.detach().double().cpu() * self._weight, wrong.cpu()])
+                stats = torch.cat([losses.detach().double().cpu() * weight, wrong.cpu()])
                 dist.all_reduce(stats)
         finally:
             hook.remove()
         n = losses.shape[0]
         return stats[:n].float(), stats[n:].round().long(), total
-
-    def _sum_gradients(self, optimizer, args, kwargs) -> None:
-        """Before every optimizer step: its gradients weighted by the shard's share of the
-        minibatch and summed over the replicas (one all-reduce)."""
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if not grads:
-            return
-        flat = torch.cat([g.reshape(-1) for g in grads]) * self._weight
-        with _peer(0):
-            dist.all_reduce(flat)
-        for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
-            g.copy_(part.view_as(g))
 
     def _agree(self, trainer) -> None:
         """End of an epoch: every replica's parameters and buffers must equal rank 0's."""

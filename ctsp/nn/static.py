@@ -139,15 +139,15 @@ class StaticNeuron(nn.Module):
         before it, in one process or in a layer pipeline (``ctsp.discrete.LayerPipeline``)."""
         self._dropout_seed, self._generator = seed, None
 
-    def drop(self, x: Tensor, sharded: bool = True) -> Tensor:
-        """Inverted dropout: x * m / (1 - p), m ~ Bernoulli(1 - p) per element. ``sharded``:
+    def drop(self, x: Tensor, in_shard: bool = True) -> Tensor:
+        """Inverted dropout: x * m / (1 - p), m ~ Bernoulli(1 - p) per element. ``in_shard``:
         x's rows are the :attr:`shard` 's (its mask the rows of the whole minibatch's)."""
         seed = self._dropout_seed
         if seed is None:
             return nn.functional.dropout(x, self.dropout, True)
         if self._generator is None or self._generator.device != x.device:
             self._generator = torch.Generator(x.device).manual_seed(seed)
-        if self.shard is None or not sharded:
+        if self.shard is None or not in_shard:
             keep = torch.empty_like(x).bernoulli_(1 - self.dropout, generator=self._generator)
         else:  # the whole minibatch's mask, in x's memory order (bernoulli_ fills in that order)
             lo, hi, rows = self.shard.rows(x)
