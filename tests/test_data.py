@@ -272,6 +272,7 @@ def test_load_generated_idx_dataset(tmp_path):
 
 def test_missing_files_message_names_places_and_remedies(tmp_path, monkeypatch):
     explicit = tmp_path / "explicit"
+    (tmp_path / "env").mkdir()
     monkeypatch.setenv("CTSP_DATA", str(tmp_path / "env"))
     with data_error(r"fashion-mnist data not found; looked in ") as info:
         data.load("fashion-mnist", download=False)
@@ -541,15 +542,16 @@ def test_lookup_order(tmp_path, monkeypatch):
     assert data.locate("mnist", explicit) == explicit / "mnist"
     assert n_train(explicit) == 11
     (explicit / "mnist" / data.IDX_TRAIN_IMAGES).unlink()
-    # locate goes on down the order; load refuses a --data-dir without the data
+    # a --data-dir without the data is never left for the other places
     with data_error("does not hold the mnist data"):
         n_train(explicit)
-    assert data.locate("mnist", explicit) == env and n_train() == 12
+    assert data.locate("mnist", explicit) is None
+    assert data.locate("mnist") == env and n_train() == 12
     monkeypatch.delenv("CTSP_DATA")
-    assert data.locate("mnist", explicit) == cache and n_train() == 13
+    assert data.locate("mnist") == cache and n_train() == 13
     for f in data.IDX_FILES:
         (cache / f).unlink()
-    assert data.locate("mnist", explicit) == system and n_train() == 14
+    assert data.locate("mnist") == system and n_train() == 14
     assert dict(data.describe())["mnist"] == f"found in {system}"
 
 
@@ -569,13 +571,25 @@ def test_cache_dir_respects_xdg_and_home(tmp_path, monkeypatch):
 
 
 def test_describe_lists_every_dataset(tmp_path):
-    rows = dict(data.describe(tmp_path))
+    rows = dict(data.describe())
     assert list(rows) == list(data.DATASET_NAMES)
     assert rows["digits"].startswith("embedded (scikit-learn)")
-    assert rows["mnist"].startswith(f"not found; looked in {tmp_path / 'mnist'}, {tmp_path}, ")
+    assert rows["mnist"].startswith(f"not found; looked in {data.cache_dir() / 'mnist'}, ")
     assert "`ctsp data check mnist` (downloads from" in rows["mnist"]
     assert "--data-dir" in rows["mnist"]
     assert "apt-get install dataset-fashion-mnist" in rows["fashion-mnist"]
+
+
+def test_describe_with_a_data_dir_looks_there_only(tmp_path):
+    """As a run with that --data-dir does: the other places are not searched."""
+    make_idx_dataset(tmp_path / "system" / "mnist")  # (the system root of these tests)
+    assert data.locate("mnist") == tmp_path / "system" / "mnist"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rows = dict(data.describe(empty))
+    assert rows["mnist"] == f"not in --data-dir {empty}; looked in {empty / 'mnist'}, {empty}"
+    with data_error(f"--data-dir {tmp_path / 'nowhere'} is not a directory"):
+        data.describe(tmp_path / "nowhere")
 
 
 # --------------------------------------------------------------------------------------------
@@ -815,7 +829,10 @@ def test_package_imports_point_one_way():
             if isinstance(node, ast.ImportFrom) and not node.level:
                 names = [node.module]
             for name in names:
-                assert not name.startswith("ctsp") or name == "ctsp.errors", (module, name)
+                assert not name.startswith("ctsp") or name in ("ctsp.errors", "ctsp.environment"), (
+                    module,
+                    name,
+                )
 
 
 def test_reexported_tables_are_the_ones_read():

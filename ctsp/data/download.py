@@ -126,17 +126,11 @@ CHECKSUMS: dict[str, dict[str, str | tuple[str, ...]]] = {
 def _find_or_download(name: str, data_dir: str | Path | None, download: bool) -> Path:
     """The directory holding ``name``'s files. A ``data_dir`` that does not hold them is an
     error (never a fall-back to the other places); else the lookup order, then a download."""
-    if data_dir is not None and str(data_dir) != "":
-        where = locate(name, data_dir)
-        root = Path(data_dir).expanduser()
-        if where not in (root / name, root):
-            raise _not_found(name, data_dir, only_data_dir=True)
-        return where
-    where = locate(name, None)
+    where = locate(name, data_dir)
     if where is not None:
         return where
-    if not download:
-        raise _not_found(name, None)
+    if not download or (data_dir is not None and str(data_dir) != ""):
+        raise _not_found(name, data_dir)
     return _download(name, None)
 
 

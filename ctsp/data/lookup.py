@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ctsp.environment import read
 from ctsp.errors import DataError
 
 from .formats import CIFAR_ARCHIVE, CIFAR_BATCHES, CIFAR_FOLDER, IDX_FILES, _cifar_batch_dir
@@ -59,7 +60,10 @@ def locate(name: str, data_dir: str | Path | None = None) -> Path | None:
 
 
 def describe(data_dir: str | Path | None = None) -> list[tuple[str, str]]:
-    """One short human-readable status line per dataset, as ``(name, status)`` pairs."""
+    """One short human-readable status line per dataset, as ``(name, status)`` pairs; a
+    ``data_dir`` that is not a directory is refused (it is the only place looked in)."""
+    if data_dir is not None and str(data_dir) != "" and not Path(data_dir).expanduser().is_dir():
+        raise DataError(f"--data-dir {data_dir} is not a directory")
     rows: list[tuple[str, str]] = []
     for name in DATASET_NAMES:
         if name == "digits":
@@ -70,6 +74,9 @@ def describe(data_dir: str | Path | None = None) -> list[tuple[str, str]]:
             status = f"found in {where}"
             if name == "cifar10" and _cifar_batch_dir(where) is None:
                 status += f" ({CIFAR_ARCHIVE}, extracted into the cache on first use)"
+        elif data_dir is not None and str(data_dir) != "":
+            looked = ", ".join(str(d) for d in _candidates(name, data_dir))
+            status = f"not in --data-dir {data_dir}; looked in {looked}"
         else:
             looked = ", ".join(str(d) for d in _candidates(name, data_dir))
             status = (
@@ -88,12 +95,14 @@ def _check_name(name: str) -> None:
 
 
 def _candidates(name: str, data_dir: str | Path | None) -> list[Path]:
-    """The directories searched for ``name``, in order (without duplicates)."""
-    dirs: list[Path] = []
+    """The directories searched for ``name``, in order (without duplicates): only
+    ``data_dir/<name>`` and ``data_dir`` when a ``data_dir`` is given (never a fall-back to the
+    other places), else ``$CTSP_DATA``, the cache and the system roots."""
     if data_dir is not None and str(data_dir) != "":
         root = Path(data_dir).expanduser()
-        dirs += [root / name, root]
-    env = os.environ.get(DATA_ENV, "")
+        return [root / name, root]
+    dirs: list[Path] = []
+    env = read(DATA_ENV)
     if env:
         root = Path(env).expanduser()
         dirs += [root / name, root]
@@ -117,8 +126,7 @@ def _holds_dataset(name: str, directory: Path) -> bool:
 
 
 def _base_url(name: str) -> str:
-    override = os.environ.get(DOWNLOAD_URL_ENV, "")
-    return (override or DOWNLOAD_URLS[name]).rstrip("/")
+    return (read(DOWNLOAD_URL_ENV) or DOWNLOAD_URLS[name]).rstrip("/")
 
 
 def _how_to_get(name: str) -> str:
@@ -136,13 +144,10 @@ def _how_to_get(name: str) -> str:
     return "; ".join(ways)
 
 
-def _not_found(name: str, data_dir: str | Path | None, only_data_dir: bool = False) -> DataError:
-    """The error for data not found in the lookup order (or, ``only_data_dir``, not in the
-    ``data_dir`` the user named, which is never left for the other places)."""
+def _not_found(name: str, data_dir: str | Path | None) -> DataError:
+    """The error for data not found in the lookup order (or not in the ``data_dir`` the user
+    named, which is never left for the other places)."""
     candidates = _candidates(name, data_dir)
-    if only_data_dir:
-        root = Path(data_dir).expanduser()
-        candidates = [root / name, root]
     partial = []  # directories that hold some of the files but not all
     for d in candidates:
         if name == "cifar10":
@@ -155,7 +160,7 @@ def _not_found(name: str, data_dir: str | Path | None, only_data_dir: bool = Fal
                 partial.append(f"{folder} lacks {', '.join(missing)}")
     looked = ", ".join(str(d) for d in candidates)
     note = f" ({'; '.join(partial)})" if partial else ""
-    if only_data_dir:
+    if data_dir is not None and str(data_dir) != "":
         what = (
             f"{CIFAR_ARCHIVE} (or its extracted {CIFAR_FOLDER}/ folder)"
             if name == "cifar10"

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 import torch
 from torch import distributed as dist
 
+from ..environment import read
 from ..errors import ConfigError
 
 # how long a process waits for another one's message before it gives up (a stage waits for
@@ -38,17 +39,16 @@ from ..errors import ConfigError
 TIMEOUT = datetime.timedelta(minutes=30)
 # the environment variable that tells a worker started by --workers which process is rank 0
 PARENT = "CTSP_WORKERS_PARENT"
-# seconds without a heartbeat after which a process of the group is taken as hung or stopped;
-# the environment variable overrides it
-HANG_TIMEOUT = 60.0
-HANG_VARIABLE = "CTSP_HANG_TIMEOUT"
 # the workers this process started (launch): stopped with it
 _STARTED: list[subprocess.Popen] = []
 
 
 def world() -> tuple[int, int]:
     """(rank, world size) from the environment; (0, 1) outside a launched run."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, size = read("RANK"), read("WORLD_SIZE")
+    if rank >= size:
+        raise ConfigError(f"the environment variable RANK={rank} is not below WORLD_SIZE={size}")
+    return rank, size
 
 
 def _free_port() -> int:
@@ -126,15 +126,8 @@ def watch_parent(interval: float = 1.0) -> None:
 
 def hang_timeout() -> float:
     """Seconds of silence after which a process of the group is taken as hung:
-    ``$CTSP_HANG_TIMEOUT``, else :data:`HANG_TIMEOUT`."""
-    value = os.environ.get(HANG_VARIABLE, "")
-    try:
-        seconds = float(value) if value else HANG_TIMEOUT
-    except ValueError:
-        raise ConfigError(f"{HANG_VARIABLE} must be a number of seconds (got {value!r})") from None
-    if seconds <= 0:
-        raise ConfigError(f"{HANG_VARIABLE} must be positive (got {value!r})")
-    return seconds
+    ``$CTSP_HANG_TIMEOUT`` (at least ``ctsp.environment.MIN_HANG_TIMEOUT``), else 60."""
+    return read("CTSP_HANG_TIMEOUT")
 
 
 class Heartbeat:
