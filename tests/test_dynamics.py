@@ -139,6 +139,31 @@ def test_projected_euler_matches_hand_loop_and_stays_in_bounds():
     assert float(out.state.min()) >= 0 and float(out.state.max()) <= 1
 
 
+def test_a_long_phase_goes_to_torchdiffeq_in_chunks_with_the_same_result(monkeypatch):
+    """At most MAX_CHUNK steps per torchdiffeq call (it makes one tensor object per grid point
+    up front): 12 steps in chunks of 5, 5 and 2 are the 12 steps of the hand loop."""
+    from ctsp.continuous import solvers
+
+    calls = []
+    advance = solvers.FixedGrid.advance
+
+    def counted(self, field, state, t0, k, dt, **kw):
+        calls.append(k)
+        return advance(self, field, state, t0, k, dt, **kw)
+
+    monkeypatch.setattr(solvers, "MAX_CHUNK", 5)
+    monkeypatch.setattr(solvers.FixedGrid, "advance", counted)
+    torch.manual_seed(1)
+    net = LoopNetwork([6, 5, 4], rate="hard_sigmoid").double()
+    x = torch.rand(2, 6, dtype=torch.float64) * 3
+    out = relax(Field(net, net.input_current(x)), net.zero_state(2), 3.0, step=0.25)
+    s = net.zero_state(2)
+    for _ in range(12):
+        s = (s + 0.25 * eq13(net, s, net.input_current(x))).clamp(0, 1)
+    assert calls == [5, 5, 2] and out.stats.steps == 12
+    torch.testing.assert_close(out.state, s, rtol=0, atol=1e-12)
+
+
 def test_steady_state_stop_and_stats():
     torch.manual_seed(2)
     net = LoopNetwork([6, 8, 3])

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..continuous import BETA_SIGNS, CHL_BACKENDS, LOOP_MODES, SOLVERS, ode_methods
+from ..continuous import BETA_SIGNS, CHL_BACKENDS, LOOP_MODES, SOLVERS, ode_methods, step_count
 from ..data import DATASET_NAMES
 from ..errors import ConfigError
 from ..nn import RATE_FUNCTIONS
@@ -91,6 +91,11 @@ class SolverConfig(Section):
     max_sweeps: int = option(
         3, 'method "steady": layer sweeps per phase (tol = 0), or their cap (tol > 0)'
     )
+    max_steps: int = option(
+        100_000,
+        "the most steps a phase may take (duration / step); a config that asks for more is "
+        "refused before the run starts",
+    )
 
     def check(self) -> None:
         _require(self.step > 0, "solver.step", self.step, "> 0")
@@ -100,6 +105,16 @@ class SolverConfig(Section):
         _require(self.check_every >= 1, "solver.check_every", self.check_every, ">= 1")
         _require(self.rtol > 0 and self.atol > 0, "solver.rtol/atol", (self.rtol, self.atol), "> 0")
         _require(self.max_sweeps >= 1, "solver.max_sweeps", self.max_sweeps, ">= 1")
+        _require(self.max_steps >= 1, "solver.max_steps", self.max_steps, ">= 1")
+        for phase in ("free", "clamped"):
+            duration = getattr(self, f"{phase}_duration")
+            steps = step_count(duration, self.step)
+            if steps > self.max_steps:
+                raise ConfigError(
+                    f"solver.{phase}_duration / solver.step = {duration:g} / {self.step:g} is "
+                    f"{steps} steps per phase, more than solver.max_steps = {self.max_steps} "
+                    "(a shorter phase, a larger step, or a larger solver.max_steps)"
+                )
 
 
 @dataclass(frozen=True)

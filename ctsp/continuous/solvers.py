@@ -315,6 +315,12 @@ def ode_methods() -> tuple[str, ...]:
     return tuple(m for m, solver in SOLVERS.items() if solver.ode)
 
 
+# the most steps one solver call takes: torchdiffeq walks its grid in Python over
+# ``grid.unbind()``, which makes one tensor object per point up front in one C call (2e7 steps:
+# gigabytes, and a SIGINT or SIGTERM that waits for it). Longer phases go in chunks of this many.
+MAX_CHUNK = 1000
+
+
 def step_count(duration: float, step: float) -> int:
     """Steps of a phase of ``duration``: the step is shortened to fit a whole number of them."""
     return max(1, math.ceil(duration / step - 1e-9)) if duration > 0 else 0
@@ -374,6 +380,7 @@ def relax(
         chunk = check_every
     else:
         chunk = max(n_steps, 1)
+    chunk = min(chunk, MAX_CHUNK)
 
     # projected Euler evaluates the field only at projected states (callback_step)
     field.in_bounds = solver.evaluates_in_bounds and field.bounds is not None
