@@ -78,7 +78,7 @@ def test_simulate_writes_a_run_and_refuses_to_overwrite(capsys, tmp_path):
         p.name for p in out.iterdir()
     }
     code, _, err = run(capsys, "simulate", "--epochs", "1", "--out", str(out))
-    assert code == 2 and "exists and is not empty; use --force" in err
+    assert code == 2 and "exists and is not empty; overwrite it with --force" in err
     code, _, err = run(capsys, "simulate", "--out", str(out), "--resume", "--beta", "2")
     assert code == 2 and "differs from the saved run in train.beta" in err
     code, stdout, _ = run(

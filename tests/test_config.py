@@ -68,11 +68,23 @@ def test_partial_file_and_overrides(tmp_path):
         ({"train": {"lr": [0.1]}}, r"one learning rate per feed-forward projection \(2"),
         ({"device": "tpu"}, r"invalid value for device: 'tpu'"),
         ({"train": 3}, r"expected a \[train\] table"),
+        (
+            {"solver": {"clamped_duration": 1e6, "step": 0.5}},
+            r"solver\.clamped_duration / solver\.step = 1e\+06 / 0\.5 is 2000000 steps per "
+            r"phase, more than solver\.max_steps = 100000",
+        ),
+        ({"solver": {"max_steps": 0}}, r"invalid value for solver\.max_steps"),
+        ({"name": "../../escape"}, r"name: '\.\./\.\./escape' \(expected a non-empty name without"),
     ],
 )
 def test_bad_values_are_named(values, message):
     with pytest.raises(ConfigError, match=message):
         cfg.from_dict(values)
+
+
+def test_max_steps_admits_a_long_phase_when_raised():
+    c = cfg.from_dict({"solver": {"free_duration": 1e6, "max_steps": 2_000_000}})
+    assert c.solver.free_duration == 1e6
 
 
 def test_bad_toml_and_missing_file(tmp_path):

@@ -523,7 +523,7 @@ def test_ctsp_train_default_run_and_resume(capsys, tmp_path):
     assert m.sizes["epoch"] == 2
     assert cfg.load(out / "config.toml", cfg.DiscreteRunConfig).train.epochs == 3
     code, _, err = run(capsys, "train", "--epochs", "2", "--out", str(out))
-    assert code == 2 and "exists and is not empty; use --force" in err
+    assert code == 2 and "exists and is not empty; overwrite it with --force" in err
     code, _, err = run(capsys, "train", "--out", str(out), "--resume", "--lr", "0.1")
     assert code == 2 and "differs from the saved run in train.lr" in err
     # re-planning over 4 epochs moves the step-decay milestones into the trained epochs

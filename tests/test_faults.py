@@ -9,6 +9,7 @@ that need timing (signals, kill -9, a lock held by a live run) run one by one be
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +69,12 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
+def _drop_entry(checkpoint: Path, entry: str) -> None:
+    ckpt = torch.load(checkpoint, weights_only=False)
+    del ckpt[entry]
+    torch.save(ckpt, checkpoint)
+
+
 SETUPS = {
     "binary": lambda d: _write(d / "binary.toml", bytes(range(256)) * 4),
     "random-checkpoint": lambda d: _write(d / "run" / "checkpoint.pt", os.urandom(5000)),
@@ -87,6 +95,8 @@ SETUPS = {
         )
     ),
     "notes": lambda d: (d / "full").mkdir() or _write(d / "full" / "notes.txt", b"keep me"),
+    "no-rows": lambda d: _drop_entry(d / "run" / "checkpoint.pt", "rows"),
+    "no-model": lambda d: _drop_entry(d / "run" / "checkpoint.pt", "model"),
     "file-in-the-way": lambda d: _write(d / "afile", b"not a directory"),
 }
 
@@ -116,6 +126,33 @@ CASES = {
     ),
     "unknown solver": Case(["simulate", "--solver", "leapfrog"], 2, "valid: euler"),
     "unknown rule": Case(["train", "--set", "train.rule=magic"], 2, "train.rule"),
+    "a phase of 2e7 steps": Case(
+        ["simulate", "--set", "solver.free_duration=1e7"], 2, "more than solver.max_steps"
+    ),
+    "a name that leaves runs/": Case(
+        ["simulate", *QUICK, "--name", "../../escape"], 2, "a non-empty name without '/'"
+    ),
+    "more threads than cores": Case(
+        ["simulate", *QUICK, "--threads", "1000"], 2, "invalid value for threads: 1000"
+    ),
+    # the environment
+    "hang timeout nan": Case(
+        ["train", *QUICK], 2, "CTSP_HANG_TIMEOUT: 'nan'", env={"CTSP_HANG_TIMEOUT": "nan"}
+    ),
+    "hang timeout of a millisecond": Case(
+        ["train", *QUICK],
+        2,
+        "(expected a number of seconds >= 3)",
+        env={"CTSP_HANG_TIMEOUT": "0.001"},
+    ),
+    "debug neither on nor off": Case(["configs"], 2, "CTSP_DEBUG", env={"CTSP_DEBUG": "maybe"}),
+    "a rank that is no number": Case(["train", *QUICK], 2, "RANK: 'first'", env={"RANK": "first"}),
+    "CTSP_DATA not a directory": Case(
+        ["train", *QUICK, "--dataset", "fashion-mnist"],
+        2,
+        "CTSP_DATA",
+        env={"CTSP_DATA": "/nonexistent"},
+    ),
     # data
     "unknown dataset": Case(["simulate", "--dataset", "imagenet"], 2, "valid: digits"),
     "data dir missing": Case(
@@ -147,8 +184,19 @@ CASES = {
         "corrupt-data",
     ),
     "data check of an unknown name": Case(["data", "check", "imagenet"], 2, "unknown dataset"),
+    "data list of a missing --data-dir": Case(
+        ["data", "list", "--data-dir", "{tmp}/nowhere"], 2, "nowhere is not a directory"
+    ),
     # run directories
-    "existing output": Case(["simulate", *QUICK, "--out", "{tmp}/full"], 2, "use --force", "notes"),
+    "existing output": Case(
+        ["simulate", *QUICK, "--out", "{tmp}/full"], 2, "overwrite it with --force", "notes"
+    ),
+    "empty --out, forced": Case(
+        ["simulate", *QUICK, "--out", "", "--force"], 2, "--out (out=) names no directory"
+    ),
+    "an --out name of 300 characters": Case(
+        ["simulate", *QUICK, "--out", "{tmp}/" + "x" * 300], 2, "File name too long"
+    ),
     "output under a file": Case(
         ["simulate", *QUICK, "--out", "{tmp}/afile/run"], 2, "afile", "file-in-the-way"
     ),
@@ -163,6 +211,24 @@ CASES = {
     ),
     "resume of a simulate run by train": Case(
         ["train", "--resume", "--out", "{run}"], 2, "is not a `ctsp train` config", keeps_run=True
+    ),
+    "resume to fewer epochs than done": Case(
+        ["simulate", "--resume", "--out", "{run}", "--epochs", "1"],
+        2,
+        "it has trained 2 epochs already",
+        keeps_run=True,
+    ),
+    "checkpoint without rows": Case(
+        ["simulate", "--resume", "--out", "{run}"],
+        2,
+        "not a ctsp checkpoint: no 'rows' entry",
+        "no-rows",
+    ),
+    "checkpoint without model": Case(
+        ["simulate", "--resume", "--out", "{run}"],
+        2,
+        "not a ctsp checkpoint: no 'model' entry",
+        "no-model",
     ),
     "random-bytes checkpoint": Case(
         ["simulate", "--resume", "--out", "{run}"], 2, "cannot read checkpoint", "random-checkpoint"
@@ -224,11 +290,16 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
-    """A finished 1-epoch `ctsp simulate` run, copied into each case that needs one."""
+    """A finished 2-epoch `ctsp simulate` run, copied into each case."""
     out = tmp_path_factory.mktemp("base") / "run"
-    proc = ctsp("simulate", *QUICK, "--out", out, cwd=out.parent)
+    proc = ctsp("simulate", "--epochs", "2", "--no-progress", "--out", out, cwd=out.parent)
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+def _files(root: Path) -> dict[Path, bytes | None]:
+    """Every path under ``root``: a file's bytes, None for a directory."""
+    return {p.relative_to(root): p.read_bytes() if p.is_file() else None for p in root.rglob("*")}
 
 
 def _run_case(case: Case, root: Path, base: Path):
@@ -237,7 +308,12 @@ def _run_case(case: Case, root: Path, base: Path):
     if case.setup:
         SETUPS[case.setup](root)
     argv = [a.replace("{tmp}", str(root)).replace("{run}", str(root / "run")) for a in case.argv]
+    before = _files(root)
     proc = ctsp(*argv, cwd=root, env=case.env, limit_file_size=case.limit_file_size)
+    after = _files(root)
+    # nothing of the user's touched; and bad input (exit 2) writes nothing at all
+    assert {p: after.get(p) for p in before} == before, argv
+    assert case.code != 2 or after == before, sorted(set(after) - set(before))
     if case.keeps_run:  # nothing lost: the saved run still resumes (and has nothing to do)
         again = ctsp("simulate", "--resume", "--out", root / "run", "--no-progress", cwd=root)
         assert again.returncode == 0, again.stderr
@@ -281,7 +357,7 @@ def test_a_full_disk_loses_nothing(tmp_path):
     out = tmp_path / "small"
     proc = ctsp("simulate", "--out", out, *QUICK, cwd=tmp_path, limit_file_size=20_000)
     _assert_one_line(proc, 1, "ctsp: error: ", "checkpoint.pt: File too large; nothing was saved")
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # the directory it made is gone again
     assert ctsp("simulate", "--out", out, *QUICK, cwd=tmp_path).returncode == 0
     out = tmp_path / "late"
     argv = ["simulate", "--out", out, "--epochs", "2", "--record", "20", "--no-progress"]
@@ -292,6 +368,32 @@ def test_a_full_disk_loses_nothing(tmp_path):
     resumed = ctsp("simulate", "--out", out, "--resume", "--no-progress", cwd=tmp_path)
     assert resumed.returncode == 0 and "epoch   2/2" in resumed.stdout, resumed.stderr
     assert (out / "trajectories.nc").is_file()
+
+
+@pytest.fixture
+def full_disk(tmp_path) -> Iterator[Path]:
+    """A 64 kB tmpfs filled to the last byte (mounting needs root, as CI has)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 and not os.environ.get("CI"):
+        pytest.skip("mounting a small tmpfs needs root (CI runs this test as root)")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", disk], check=True)
+    try:
+        with open(disk / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 4096)
+        yield disk
+    finally:
+        subprocess.run(["umount", disk], check=True)
+
+
+def test_a_full_disk_at_the_start_leaves_nothing(full_disk, tmp_path):
+    """ENOSPC while the lock file is written: one line, and no directory or lock left."""
+    out = full_disk / "runs" / "a"
+    proc = ctsp("simulate", "--out", out, *QUICK, cwd=tmp_path)
+    _assert_one_line(proc, 1, "ctsp: error: ", f"cannot write {out / '.lock'}: No space left on")
+    assert proc.stderr.rstrip().endswith("nothing was saved")
+    assert [p.name for p in full_disk.iterdir()] == ["filler"]
 
 
 def test_configs_into_a_closed_pipe(tmp_path):
@@ -330,6 +432,24 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() - t0 < timeout
         time.sleep(0.005)
+
+
+def test_a_long_relaxation_answers_sigterm_within_a_second(tmp_path):
+    """A free phase of 2e7 Euler steps (solver.max_steps raised for it) holds its memory and
+    stops within a second of SIGTERM (before, torchdiffeq's grid of 2e7 tensors took
+    gigabytes and the signal waited 23-36 s)."""
+    out = tmp_path / "run"
+    long = ["--set", "solver.free_duration=1e7", "--set", "solver.max_steps=20000000"]
+    proc = _start(out, "--epochs", "1", *long)
+    _wait_for(lambda: (out / "checkpoint.pt").is_file(), proc)
+    time.sleep(3)  # well into the first free phase
+    rss = int(Path(f"/proc/{proc.pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGESIZE")
+    assert rss < 2e9, rss
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 1.5, err
+    assert proc.returncode == 143 and "keeps the checkpoint of the start" in err, err
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

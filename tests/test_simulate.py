@@ -133,7 +133,9 @@ def test_existing_output_is_refused_unless_force(tmp_path):
     out = tmp_path / "r"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    with pytest.raises(RunDirError, match="exists and is not empty; use --force"):
+    with pytest.raises(
+        RunDirError, match=r"exists and is not empty; overwrite it with --force \(force=True\)"
+    ):
         simulate(small(1), out, progress=False)
     simulate(small(1), out, force=True, progress=False, log=lambda s: None)
     assert (out / "notes.txt").read_text() == "keep me"

@@ -126,7 +126,7 @@ THREADS_HELP = (
 
 
 def _check_top_level(name: str, seed: int, device: str, threads: int) -> None:
-    _require(bool(name) and "/" not in name, "name", name, "a non-empty name")
+    _require(bool(name) and "/" not in name, "name", name, "a non-empty name without '/'")
     _require(threads >= 0, "threads", threads, ">= 0")
     _require(0 <= seed < 2**32, "seed", seed, "in [0, 2**32)")
     _require(

@@ -29,7 +29,7 @@ from ..errors import (
     WriteError,
 )
 from . import files, health
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, restore
 from .hooks import EpochTrainer, Recorder
 from .rundir import save_netcdf, save_torch, write_text
 
@@ -146,17 +146,7 @@ def fit(
         raise ValueError(f"recorders need distinct, non-empty names; got {names}")
     recorder_states: dict[str, dict] = {}
     if resume:
-        ckpt = load_checkpoint(path, config, resumable)
-        trainer.net.load_state_dict(ckpt["model"])
-        trainer.load_extra_state(ckpt)
-        rows, best = ckpt["rows"], ckpt["best"]
-        recorder_states = ckpt.get("recorders", {})
-        if not isinstance(recorder_states, dict):
-            raise RunDirError(
-                f"cannot resume {path}: its checkpoint is from an older ctsp version (recorder "
-                "states by position); start the run again"
-            )
-        recorder_states = dict(recorder_states)
+        rows, best, recorder_states = restore(path, trainer, load_checkpoint(path, config, resumable))
         plan, epochs = config.train.plan, config.train.epochs
         extra = f"epoch {epochs} trains" if epochs == plan + 1 else f"epochs {plan + 1}-{epochs} train"
         log(
@@ -171,15 +161,17 @@ def fit(
         for r in recorders:
             if r.name in recorder_states:
                 r.load_state_dict(recorder_states[r.name])
-    write_text(path / files.CONFIG, config.to_toml())
 
     def checkpoint() -> None:
         state = {"model": trainer.net.state_dict(), "rows": rows, "best": best}
         state.update(config=config.to_toml(), recorders=recorder_states, **trainer.extra_state())
         save_torch(state, path / files.CHECKPOINT)
 
-    if not resume:  # a checkpoint of the start: an interrupted first epoch can be resumed
+    if resume:  # (written atomically: a failure leaves the saved run as it was)
+        write_text(path / files.CONFIG, config.to_toml())
+    else:  # with a checkpoint of the start: an interrupted first epoch can be resumed
         try:
+            write_text(path / files.CONFIG, config.to_toml())
             checkpoint()
         except BaseException as e:  # nothing saved: leave nothing, so a plain rerun works
             (path / files.CONFIG).unlink(missing_ok=True)
