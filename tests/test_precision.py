@@ -148,7 +148,10 @@ def test_float16_is_refused_on_the_cpu_for_every_family(arch):
 )
 def test_channels_last_is_the_same_training_as_contiguous_maps(digits, arch, generator):
     """Convolutional networks train with channels-last weights and inputs; a minibatch gives
-    the losses and gradients of contiguous (NCHW) maps up to the order of float sums."""
+    the losses and gradients of contiguous (NCHW) maps up to the order of float sums: each
+    gradient within 1 % by norm. (Not element by element: VGG8b's conv4 weight gradient sums
+    cancelling terms, and on an AVX-512 Xeon both layouts are 0.1-0.2 % by norm and 1-2 % in
+    the largest element from a float64 run of the same minibatch, 0.3 % and 3 % apart.)"""
     c = config(arch, "sigprop", "float32", generator=generator, into="hidden")
     torch.manual_seed(0)
     last, trainer = trainer_for(c)
@@ -165,8 +168,7 @@ def test_channels_last_is_the_same_training_as_contiguous_maps(digits, arch, gen
         losses.append(t.learner.train_batch(t.inputs(x), y)[0])
     torch.testing.assert_close(*losses)
     for (name, a), b in zip(last.named_parameters(), plain.parameters(), strict=True):
-        scale = float(b.grad.abs().max())
-        assert float((a.grad - b.grad).abs().max()) <= 1e-2 * scale + 1e-7, name
+        assert float((a.grad - b.grad).norm()) <= 1e-2 * float(b.grad.norm()) + 1e-7, name
 
 
 def test_bfloat16_without_native_support_warns_in_one_line(capsys, monkeypatch, tmp_path):
