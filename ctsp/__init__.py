@@ -10,7 +10,7 @@ The public API, imported lazily (so that ``ctsp --help`` does not load torch); e
 - the continuous model: ``eq13`` (Eq. 13), ``Field``, ``relax``, ``SOLVERS``, ``Relaxation``,
   ``RelaxStats``, ``chl_update`` (Eq. 14), ``chl_bias_update``, ``Trainer``;
 - runs: ``simulate``, ``train`` (the application edge, ``ctsp.app``), ``open_run``,
-  ``RunResult``, ``Recorder``;
+  ``RunResult``, ``Recorder``; studies: ``open_sweep`` (``ctsp.sweeps``);
 - discrete sigprop: ``DiscreteTrainer``, ``Learner``, ``RULES`` (sigprop and the baselines by
   ``train.rule``);
 - spiking: ``if_step``, ``IFNeuron``, ``NEURON_MODELS``;
@@ -40,6 +40,7 @@ _EXPORTS = {
     "simulate": ("ctsp.app", "simulate"),
     "train": ("ctsp.app", "train"),
     "open_run": ("ctsp.runs", "open_run"),
+    "open_sweep": ("ctsp.sweeps", "open_sweep"),
     "RunResult": ("ctsp.runs", "RunResult"),
     "Recorder": ("ctsp.runs", "Recorder"),
     "DiscreteTrainer": ("ctsp.discrete", "DiscreteTrainer"),

@@ -86,6 +86,23 @@ def _parser() -> argparse.ArgumentParser:
         "parallel.replicas; under torchrun, leave it out)",
     )
 
+    w = sub.add_parser(
+        "sweep",
+        help="a study: a spec's keys swept over seeds on Ray Tune, each trial a run directory",
+        description="Run (or, on the same --out, continue) the sweep of SPEC.toml on Ray Tune: "
+        "every setting of its [grid] and [random] keys with each of its seeds, each trial an "
+        "ordinary run directory under DIR/trials. With --summary, DIR is a sweep directory: "
+        "print and write the test error at the validation-selected epoch, mean ± sd over seeds "
+        "(DIR/summary.md, DIR/summary.png). Needs Ray: pip install -e '.[sweep]'.",
+    )
+    w.add_argument("spec", metavar="SPEC_OR_DIR", help="the sweep spec (TOML); with --summary DIR")
+    w.add_argument("--out", help="the sweep's directory (a rerun continues it)")
+    w.add_argument("--address", help="join the Ray cluster at this address (ray start --head)")
+    w.add_argument(
+        "--cpus-per-trial", type=int, default=1, metavar="N", help="CPUs (threads) per trial"
+    )
+    w.add_argument("--summary", action="store_true", help="summarise the sweep in SPEC_OR_DIR")
+
     c = sub.add_parser("configs", help="list the bundled configs (simulate, then train)")
 
     d = sub.add_parser("data", help="list or check datasets")
@@ -96,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     dc.add_argument("name")
     dc.add_argument("--data-dir", help="look in this directory first")
     dc.add_argument("--no-download", action="store_true", help="do not download when absent")
-    for sp in (s, t, c, dl, dc):  # `ctsp simulate ... --debug` as well as `ctsp --debug ...`
+    for sp in (s, t, w, c, dl, dc):  # `ctsp simulate ... --debug` as well as `ctsp --debug ...`
         _debug_argument(sp, argparse.SUPPRESS)
     return p
 
@@ -431,9 +448,51 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = show_warning
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    """``ctsp sweep SPEC --out DIR`` or ``ctsp sweep DIR --summary``."""
+    from . import sweeps
+    from .errors import ConfigError, RunDirError, RunInterrupted
+
+    if args.summary:
+        lines = sweeps.summary(args.spec)
+        text = "\n".join(lines) + "\n"
+        print(text, end="")
+        sweeps.plot(args.spec, Path(args.spec) / "summary.png")
+        (Path(args.spec) / "summary.md").write_text(text)
+        return 0
+    if not args.out:
+        raise RunDirError("ctsp sweep SPEC needs --out DIR (the sweep's directory)")
+    spec = sweeps.load_spec(args.spec)
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "ctsp sweep needs Ray Tune: pip install -e '.[sweep]' (or pip install 'ray[tune]')"
+        ) from None
+    try:
+        failed = sweeps.sweep(
+            spec, args.out, address=args.address, cpus_per_trial=args.cpus_per_trial
+        )
+    except KeyboardInterrupt:
+        raise RunInterrupted(
+            f"the sweep in {args.out} stopped before every trial ended; run the same command "
+            "again to continue it",
+            terminated=False,
+        ) from None
+    for line in failed:
+        print(f"ctsp: warning: {line}", file=sys.stderr)
+    print(
+        f"sweep in {args.out}: {len(spec.trials()) - len(failed)} trials finished, "
+        f"{len(failed)} failed; `ctsp sweep {args.out} --summary` summarises it"
+    )
+    return 0
+
+
 def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command in ("simulate", "train"):
         return _run(args)
+    if args.command == "sweep":
+        return _sweep(args)
     if args.command == "data":
         return _data(args)
     if args.command == "configs":

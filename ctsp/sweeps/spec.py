@@ -1,0 +1,221 @@
+"""A sweep's spec (``SPEC.toml``) and the trials it stands for.
+
+A spec names the command, a base config, the keys it fixes, the keys it sweeps and the seeds::
+
+    command = "train"               # or "simulate"
+    config = "fc-3x1000-fmnist"     # a bundled name, or a file (relative to the spec); none:
+                                    # the command's default config (the digits demo)
+    seeds = 2                       # each setting with seeds seed, seed + 1 (the config's seed)
+    sample_seed = 0                 # seeds the draws of [random]
+    [set]                           # keys every trial sets
+    "train.epochs" = 3
+    [grid]                          # every combination of these values
+    "train.lr" = [1e-3, 3e-3]
+    [random]                        # `samples` draws of each key from its distribution
+    samples = 4
+    "train.beta" = { loguniform = [0.1, 1.0] }    # uniform, loguniform, randint, choice
+
+A trial is one setting (a grid point and, with ``[random]``, a draw) with one seed; its name
+lists the swept keys and the seed (``train.lr=0.001,seed=1``) and is its run directory's name
+under ``DIR/trials``. The trials are a function of the spec alone (the draws seeded by
+``sample_seed``), so a sweep run again on its directory finds the same trials.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import ROOTS, describe, load
+from ..errors import ConfigError
+from ..registry import Registry
+
+SPEC_KEYS = ("command", "config", "seeds", "sample_seed", "set", "grid", "random")
+
+
+def _uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(rng.uniform(low, high))
+
+
+def _loguniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def _randint(rng: np.random.Generator, low: int, high: int) -> int:
+    return int(rng.integers(low, high, endpoint=True))
+
+
+DISTRIBUTIONS: Registry = Registry(
+    "distribution",
+    {
+        "uniform": _uniform,  # [low, high]
+        "loguniform": _loguniform,  # [low, high], both > 0
+        "randint": _randint,  # [low, high], both included
+        "choice": lambda rng, *values: values[int(rng.integers(len(values)))],
+    },
+)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One run of a sweep: the swept keys' values, the seed, and the run directory's name."""
+
+    params: dict[str, Any]
+    seed: int
+    sample: int | None = None  # the draw of [random], if the spec has one
+
+    @property
+    def name(self) -> str:
+        parts = [f"{k}={_text(v)}" for k, v in self.params.items()]
+        if self.sample is not None:
+            parts.insert(0, f"sample={self.sample}")
+        return ",".join([*parts, f"seed={self.seed}"])
+
+    def overrides(self) -> list[tuple[list[str], Any]]:
+        return [(k.split("."), v) for k, v in self.params.items()] + [(["seed"], self.seed)]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_text(v) for v in value) + "]"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parsed, validated spec (see the module docstring)."""
+
+    command: str
+    config: str
+    seeds: int = 1
+    sample_seed: int = 0
+    set: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list] = field(default_factory=dict)
+    random: dict[str, dict] = field(default_factory=dict)
+    samples: int = 0
+
+    def base(self):
+        """The base config with the ``[set]`` keys applied."""
+        from ..config import with_overrides
+
+        cls = ROOTS[self.command]
+        overrides = [(k.split("."), v) for k, v in self.set.items()]
+        return with_overrides(load(self.config, cls) if self.config else cls(), overrides)
+
+    def config_of(self, trial: Trial, threads: int | None = None):
+        """The run config of ``trial`` (with ``threads`` when given)."""
+        from ..config import with_overrides
+
+        extra = [] if threads is None else [(["threads"], threads)]
+        return with_overrides(self.base(), trial.overrides() + extra)
+
+    def swept(self) -> list[str]:
+        """The swept keys: the grid's, then the random ones."""
+        return [*self.grid, *self.random]
+
+    def trials(self) -> list[Trial]:
+        """Every trial, settings in order (the grid's last key fastest), seeds innermost."""
+        first = self.base().seed
+        points = [dict(zip(self.grid, values, strict=True)) for values in _product(self.grid)]
+        draws: list[tuple[int | None, dict]] = [(None, {})]
+        if self.random:
+            rng = np.random.default_rng(self.sample_seed)
+            draws = [
+                (k, {key: _draw(rng, key, dist) for key, dist in self.random.items()})
+                for k in range(self.samples)
+            ]
+        return [
+            Trial({**point, **drawn}, first + s, sample)
+            for point in points
+            for sample, drawn in draws
+            for s in range(self.seeds)
+        ]
+
+
+def _product(grid: dict[str, list]) -> list[tuple]:
+    combos: list[tuple] = [()]
+    for values in grid.values():
+        combos = [(*c, v) for c in combos for v in values]
+    return combos
+
+
+def _draw(rng: np.random.Generator, key: str, dist: dict) -> Any:
+    ((name, args),) = dist.items()
+    return DISTRIBUTIONS[name](rng, *args)
+
+
+BUNDLED = Path(__file__).parent.parent / "configs" / "sweeps"
+
+
+def bundled_specs() -> list[str]:
+    """The names of the sweep specs shipped with ctsp (``ctsp/configs/sweeps``)."""
+    return sorted(p.stem for p in BUNDLED.glob("*.toml"))
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate ``SPEC.toml`` (a file, or the name of a bundled spec): its keys, the
+    command, the base config (resolved relative to the spec's folder), the swept and set keys
+    (config keys of the command), the grid's lists and the distributions. One-line
+    ConfigErrors."""
+    path = Path(path)
+    if not path.is_file() and (BUNDLED / f"{path}.toml").is_file():
+        path = BUNDLED / f"{path}.toml"
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            f"cannot read sweep spec {path}: {getattr(e, 'strerror', e)} (bundled specs: "
+            f"{', '.join(bundled_specs())})"
+        ) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    unknown = [k for k in raw if k not in SPEC_KEYS]
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid: {', '.join(SPEC_KEYS)}")
+    command = raw.get("command")
+    if command not in ROOTS:
+        raise ConfigError(f"{path}: command must be one of {', '.join(ROOTS)} (got {command!r})")
+    config = str(raw.get("config", ""))
+    if config and (path.parent / config).is_file():
+        config = str((path.parent / config).resolve())
+    random = dict(raw.get("random", {}))
+    samples = random.pop("samples", 0)
+    spec = SweepSpec(
+        command, config, raw.get("seeds", 1), raw.get("sample_seed", 0), dict(raw.get("set", {})),
+        dict(raw.get("grid", {})), random, samples,
+    )  # fmt: skip
+    _check(spec, path)
+    return spec
+
+
+def _check(spec: SweepSpec, path: Path) -> None:
+    keys = {row[0] for row in describe(ROOTS[spec.command])}
+    for key in [*spec.set, *spec.swept()]:
+        if key not in keys:
+            raise ConfigError(f"{path}: {key!r} is not a `ctsp {spec.command}` config key")
+        if key == "seed":
+            raise ConfigError(f"{path}: the seed is swept by `seeds = N`, not as a key")
+    if not (isinstance(spec.seeds, int) and spec.seeds >= 1):
+        raise ConfigError(f"{path}: seeds must be an integer >= 1 (got {spec.seeds!r})")
+    for key, values in spec.grid.items():
+        if not (isinstance(values, list) and values):
+            raise ConfigError(f"{path}: grid key {key!r} needs a non-empty list of values")
+    if spec.random and not (isinstance(spec.samples, int) and spec.samples >= 1):
+        raise ConfigError(f"{path}: [random] needs samples = N (an integer >= 1)")
+    for key, dist in spec.random.items():
+        if not (isinstance(dist, dict) and len(dist) == 1):
+            raise ConfigError(
+                f"{path}: random key {key!r} needs one distribution, e.g. {{ uniform = [0, 1] }}"
+            )
+        ((name, args),) = dist.items()
+        DISTRIBUTIONS.check(name, f"{key}'s distribution")
+        if not isinstance(args, list):
+            raise ConfigError(f"{path}: {key!r}: {name} needs a list of arguments")
+    spec.base()  # the base config and the [set] keys are valid

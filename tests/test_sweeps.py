@@ -1,0 +1,230 @@
+"""Sweeps: the spec and its trials (no Ray), then `ctsp sweep` on a local Ray (slow suite)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from ctsp.errors import ConfigError
+from ctsp.sweeps import load_spec, open_sweep, status, summary
+
+SPEC = """
+command = "train"
+seeds = 2
+[set]
+"train.epochs" = 3
+[grid]
+"train.lr" = [1e-3, 3e-3, -1.0]
+"""
+
+
+def _spec(tmp_path: Path, text: str = SPEC) -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_grid_over_seeds_is_every_combination_seeds_innermost(tmp_path):
+    spec = load_spec(_spec(tmp_path))
+    names = [t.name for t in spec.trials()]
+    assert names == [f"train.lr={lr},seed={s}" for lr in ("0.001", "0.003", "-1") for s in (0, 1)]
+    trial = spec.trials()[3]
+    config = spec.config_of(trial, threads=1)
+    assert (config.train.lr, config.seed, config.threads, config.train.epochs) == (3e-3, 1, 1, 3)
+
+
+def test_random_draws_are_seeded_by_the_spec(tmp_path):
+    text = SPEC + '[random]\nsamples = 3\n"model.dropout" = { uniform = [0.0, 0.5] }\n'
+    a, b = (load_spec(_spec(tmp_path, text)).trials() for _ in range(2))
+    assert [t.name for t in a] == [t.name for t in b] and len(a) == 3 * 3 * 2
+    drops = {t.params["model.dropout"] for t in a}
+    assert len(drops) == 3 and all(0.0 <= d <= 0.5 for d in drops)
+    assert a[0].name.startswith("sample=0,train.lr=0.001,model.dropout=")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('command = "fit"', "command must be one of"),
+        ('command = "train"\n[grid]\n"train.lrr" = [1]', "'train.lrr' is not a `ctsp train`"),
+        ('command = "train"\n[grid]\n"seed" = [1, 2]', "swept by `seeds = N`"),
+        ('command = "train"\n[grid]\n"train.lr" = []', "needs a non-empty list"),
+        ('command = "train"\nseeds = 0', "seeds must be an integer >= 1"),
+        ('command = "train"\n[random]\n"train.lr" = { normal = [0, 1] }', "needs samples = N"),
+        (
+            'command = "train"\n[random]\nsamples = 2\n"train.lr" = { normal = [0, 1] }',
+            "unknown distribution|valid: uniform",
+        ),
+        ('command = "train"\nepochs = 3', "unknown key 'epochs'"),
+        ('command = "train"\n[set]\n"train.epochs" = 0', "invalid value for train.epochs"),
+    ],
+)
+def test_a_bad_spec_is_refused_in_one_line(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_spec(_spec(tmp_path, text))
+
+
+# ---------------------------------------------------------------------------- on Ray (slow)
+
+
+def _sweep(spec: Path, out: Path, **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ctsp", "sweep", str(spec), "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
+    )  # fmt: skip
+
+
+def _without_timings(ds: xr.Dataset) -> xr.Dataset:
+    return ds.drop_vars([v for v in ds.data_vars if v.endswith("_seconds")])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """The spec's sweep, uninterrupted."""
+    pytest.importorskip("ray")
+    root = tmp_path_factory.mktemp("sweep")
+    proc = _sweep(_spec(root), root / "out")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    lines = err.strip().splitlines()  # one line per failed trial, nothing else
+    assert lines == [
+        f"ctsp: warning: trial train.lr=-1,seed={s} failed: invalid value for train.lr: -1.0 "
+        "(expected > 0)"
+        for s in (0, 1)
+    ], err
+    assert "4 trials finished, 2 failed" in out
+    return root / "out"
+
+
+@pytest.mark.slow
+def test_a_sweep_gives_one_dataset_with_the_swept_keys_and_seeds(finished):
+    ds = open_sweep(finished)
+    assert ds.test_error.dims == ("train.lr", "seed", "epoch")
+    assert list(ds["train.lr"].values) == [1e-3, 3e-3]  # the failed value never ran an epoch
+    assert list(ds.seed.values) == [0, 1] and list(ds.epoch.values) == [1, 2, 3]
+    assert ds.test_exit_error.dims == ("train.lr", "seed", "epoch", "layer")
+    assert not np.isnan(ds.test_error.values).any()
+    one = xr.load_dataset(finished / "trials" / "train.lr=0.003,seed=1" / "metrics.nc")
+    np.testing.assert_array_equal(ds.test_error.sel({"train.lr": 3e-3, "seed": 1}), one.test_error)
+    lines = summary(finished)
+    assert lines[4].startswith("| 0.001 | ") and lines[5].startswith("| 0.003 | ")
+    assert "final epoch (no validation split)" in lines[0]
+    proc = subprocess.run(
+        [sys.executable, "-m", "ctsp", "sweep", str(finished), "--summary"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.splitlines()[2:] == lines[2:], proc.stderr
+    assert (finished / "summary.md").is_file()
+    assert (finished / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _wait_for_epochs(out: Path, proc: subprocess.Popen, epochs: int) -> None:
+    """Until some trial has written ``epochs`` epochs (its metrics.nc), so that the sweep is
+    caught with trials finished, running and not started."""
+    t0 = time.monotonic()
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < 300
+        done = [
+            xr.load_dataset(m).sizes["epoch"] for m in out.glob("trials/*/metrics.nc")
+        ] if out.is_dir() else []  # fmt: skip
+        if any(n >= epochs for n in done):
+            return
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_run_again_ends_as_the_uninterrupted_one(finished, tmp_path):
+    """SIGINT of the driver (one line, exit 130), then kill -9 of the driver: each rerun of
+    the same command continues, and the last ends with the uninterrupted sweep's metrics."""
+    spec, out = _spec(tmp_path), tmp_path / "out"
+    proc = _sweep(spec, out)
+    _wait_for_epochs(out, proc, 2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == (
+        f"ctsp: interrupted: the sweep in {out} stopped before every trial ended; run the same "
+        "command again to continue it"
+    )
+    assert "pending" in status(load_spec(spec), out).values()
+    proc = _sweep(spec, out, start_new_session=True)
+    _wait_for_epochs(out, proc, 3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    again = _sweep(spec, out)
+    _, err = again.communicate(timeout=600)
+    with contextlib.suppress(ProcessLookupError):  # what Ray left of the killed driver's
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert again.returncode == 0, err
+    xr.testing.assert_identical(
+        _without_timings(open_sweep(out)), _without_timings(open_sweep(finished))
+    )
+
+
+def _ray_cli(*argv: str, env: dict) -> subprocess.CompletedProcess:
+    ray = Path(sys.executable).parent / "ray"
+    return subprocess.run([str(ray), *argv], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_the_bundled_sweep_on_a_ray_head_started_by_hand_equals_the_local_one(tmp_path):
+    """`ray start --head` on 127.0.0.1 (loopback only: RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0,
+    and the token authentication `ray start` sets up: RAY_AUTH_MODE=token), then `ctsp sweep
+    digits-lr --address`: the trials' metrics are those of the sweep on a local Ray."""
+    pytest.importorskip("ray")
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+    port = "6391"
+    argv = [sys.executable, "-m", "ctsp", "sweep", "digits-lr", "--out"]
+    nobody = subprocess.run([*argv, str(tmp_path / "x"), "--address", f"127.0.0.1:{port}"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert nobody.returncode == 1 and nobody.stderr.strip() == (
+        f"ctsp: error: cannot join the Ray cluster at 127.0.0.1:{port}: nothing answers there "
+        "(Connection refused); start one with `ray start --head`"
+    )
+    head = _ray_cli("start", "--head", f"--port={port}", "--num-cpus=2",
+                    "--include-dashboard=false", "--disable-usage-stats", env=env)  # fmt: skip
+    assert head.returncode == 0, head.stderr
+    try:
+        address = f"127.0.0.1:{port}"
+        joined = subprocess.run([*argv, str(tmp_path / "cluster"), "--address", address],
+                                env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert joined.returncode == 0, joined.stderr
+    finally:
+        _ray_cli("stop", env=env)
+    local = subprocess.run([*argv, str(tmp_path / "local")], capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+    assert local.returncode == 0, local.stderr
+    xr.testing.assert_identical(
+        _without_timings(open_sweep(tmp_path / "cluster")),
+        _without_timings(open_sweep(tmp_path / "local")),
+    )
+    assert open_sweep(tmp_path / "local").val_error.dims == ("train.lr", "seed", "epoch")
+
+
+def test_the_sweep_command_refuses_in_one_line(tmp_path, monkeypatch, capsys):
+    from ctsp.cli import main
+
+    spec = _spec(tmp_path)
+    cases = [
+        (["sweep", str(spec)], "needs --out DIR"),
+        (["sweep", "nope", "--out", str(tmp_path / "a")], "bundled specs: digits-lr"),
+        (["sweep", str(tmp_path), "--summary"], "is not a sweep directory"),
+    ]  # fmt: skip
+    cases.append((["sweep", str(spec), "--out", str(tmp_path / "c")], "pip install -e '.[sweep]'"))
+    for argv, message in cases:
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+            assert main(argv) in (1, 2)
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("ctsp: error: ") and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]  # nothing written
