@@ -39,6 +39,9 @@ matches nothing any more. The checks:
   page runs it, ``--help`` exits 0, and ARGS parse (argparse stops the script right after).
 - PIP: ``pip install --dry-run --no-index --no-build-isolation ...`` in the clone: the project
   builds its metadata, the extras exist and every requirement is met offline.
+- SWEEP: ``ctsp sweep ...`` in-process: its flags parse (``ctsp.cli``'s parser), the spec
+  loads (``ctsp.sweeps.load_spec``) and lists its trials; ``--summary DIR`` needs an earlier
+  command of the page that sweeps into ``--out DIR``.
 - SUITE: ``pytest`` (the whole suite, this file included, so not run here): the page's line is
   what ``.ci/run`` runs verbatim, and ``pytest --version`` runs.
 
@@ -84,8 +87,8 @@ SHELL_WORDS = set(
     "env time /usr/bin/time ruff lint-imports CTSP_DATA OMP_NUM_THREADS".split()
 )
 
-RUN, RUN_SLOW, PRINT_CONFIG, SCRIPT, PIP, SUITE = (
-    "run run-slow print-config script pip suite".split()
+RUN, RUN_SLOW, PRINT_CONFIG, SCRIPT, PIP, SUITE, SWEEP = (
+    "run run-slow print-config script pip suite sweep".split()
 )
 
 
@@ -113,6 +116,9 @@ SHELL_RULES = (
     # Paper networks, baselines, spiking runs (--device cuda), resumes: minutes to days; the
     # config is resolved and validated instead.
     Rule(r"ctsp (simulate|train) .+", PRINT_CONFIG),
+    # Sweeps (Ray; tests/test_sweeps.py runs the bundled one): the flags parse, the spec loads
+    # and lists its trials, a --summary reads a directory an earlier command sweeps into.
+    Rule(r"ctsp sweep .+", SWEEP),
     # Figure and benchmark scripts: minutes to hours; --help and the page's arguments.
     Rule(r"python (figures|benchmarks)/\w+\.py( .*)?", SCRIPT),
     # README: the install (downloads, minutes): a dry run, offline.
@@ -157,6 +163,9 @@ PY_RULES = (
     # The rest of the tutorial reads runs/traj and the names of the blocks before it: run in
     # order by test_ordered_page_runs_as_written (slow).
     PyRule("docs/trajectories.md", r"", IN_ORDER),
+    # README "Studies": reads a sweep directory that only a sweep on Ray makes (tests/
+    # test_sweeps.py runs open_sweep): the names exist.
+    PyRule("README.md", r"ctsp\.open_sweep\(", IMPORTS),
     # README "From Python": a 5-epoch digits run into runs/demo; 9 s idle, 19 s shared.
     PyRule("README.md", r'simulate\(config, "runs/demo"\)', EXEC_SLOW),
 )
@@ -632,6 +641,24 @@ def test_script_starts(cmd, workdir, monkeypatch, capsys):
     check(code == 0 and "usage:" in out, failure(cmd, kind, f"--help: exit {code}", err))
     code, out, err = run_script(cmd, list(cmd.argv[2:]), cwd, monkeypatch, capsys, True)
     check(code == "parsed", failure(cmd, kind, f"its arguments do not parse (exit {code})", err))
+
+
+@pytest.mark.parametrize("cmd", commands_of(SWEEP))
+def test_sweep_spec_loads(cmd, workdir, monkeypatch):
+    """SWEEP: the flags parse, the spec loads, a --summary follows a sweep into its DIR."""
+    from ctsp.cli import _parser
+    from ctsp.sweeps import load_spec
+
+    cwd, kind = workdir(cmd.page), page_cwd(cmd.page)
+    monkeypatch.chdir(cwd)
+    args = _parser().parse_args(list(cmd.argv[1:]))
+    if args.summary:
+        earlier = [c for c in COMMANDS if c.page == cmd.page and c.line < cmd.line
+                   and c.argv[:2] == cmd.argv[:2] and c.option("--out") == args.spec]  # fmt: skip
+        check(earlier, failure(cmd, kind, f"no earlier command sweeps into {args.spec}"))
+        return
+    check(args.out, failure(cmd, kind, "no --out"))
+    check(load_spec(args.spec).trials(), failure(cmd, kind, "the spec has no trials"))
 
 
 @pytest.mark.parametrize("cmd", commands_of(PIP))
