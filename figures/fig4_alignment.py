@@ -49,7 +49,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from analysis.alignment import loop_angles, loop_weights  # noqa: E402
 from ctsp import config as cfg  # noqa: E402
 from ctsp.errors import CtspError  # noqa: E402
-from ctsp.runs import files, machine_line, open_run  # noqa: E402
+from ctsp.runs import files, machine_line, open_run, selected_epoch  # noqa: E402
 
 VARIANTS = ("learned", "fixed")
 BASE_CONFIG = "fmnist-2x1500"
@@ -129,7 +129,7 @@ def read_run(path: Path) -> dict:
 
     try:
         run = open_run(path)
-        ds, test_error = run.alignment, run.metrics.test_error
+        ds, test_error, chosen = run.alignment, run.metrics.test_error, selected_epoch(run.metrics)
     except CtspError as e:
         sys.exit(f"fig4_alignment: {e}")
     if ds is None:
@@ -140,7 +140,10 @@ def read_run(path: Path) -> dict:
         sys.exit(f"fig4_alignment: {path}/{files.ALIGNMENT} holds no records yet")
     # the initial angles: the network is seeded by config.seed, exactly as the run started
     initial = loop_angles(loop_weights(build_loop_network(run.config))[1])
-    return {"path": path, "config": run.config, "ds": ds, "initial": initial, "test": test_error}
+    return {
+        "path": path, "config": run.config, "ds": ds, "initial": initial, "test": test_error,
+        "selected": chosen,
+    }  # fmt: skip
 
 
 def epoch_stats(runs: list[dict]) -> dict:
@@ -163,8 +166,9 @@ def epoch_stats(runs: list[dict]) -> dict:
         "last": last.mean(axis=0),
         "n_records": int(sum((r["ds"].epoch.values == epochs[-1]).sum() for r in runs)),
         "test_error": float(np.mean([float(r["test"][-1]) for r in runs])),
-        "best_test_error": float(np.mean([float(np.min(r["test"].values)) for r in runs])),
-        "best_epoch": [int(np.argmin(r["test"].values)) + 1 for r in runs],
+        # at the epoch of the lowest validation error (the last without a validation split)
+        "selected_test_error": float(np.mean([float(r["test"][r["selected"]]) for r in runs])),
+        "selected_epoch": [r["selected"] + 1 for r in runs],
     }
 
 
@@ -280,8 +284,8 @@ def markdown(stats: dict[str, dict], epochs: list[int], command: str) -> str:
             cells.append(" / ".join(f"{s['mean'][i, j]:.1f} ± {s['sd'][i, j]:.1f}" for i in rows))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     errors = [
-        f"{100 * s['test_error']:.2f} % (best {100 * s['best_test_error']:.2f} %, epoch "
-        + ", ".join(map(str, s["best_epoch"]))
+        f"{100 * s['test_error']:.2f} % (selected {100 * s['selected_test_error']:.2f} %, epoch "
+        + ", ".join(map(str, s["selected_epoch"]))
         + ")"
         for s in stats.values()
     ]
@@ -298,8 +302,8 @@ def summary_json(stats: dict[str, dict]) -> dict:
             "sd": np.round(s["sd"], 3).tolist(),
             "last": np.round(s["last"], 3).tolist(),
             "final_test_error": s["test_error"],
-            "best_test_error": s["best_test_error"],
-            "best_epoch": s["best_epoch"],
+            "selected_test_error": s["selected_test_error"],
+            "selected_epoch": s["selected_epoch"],
         }
         for v, s in stats.items()
     }

@@ -44,7 +44,7 @@ from ctsp import config as cfg
 from ctsp import data as datasets
 from ctsp.app import train
 from ctsp.errors import CtspError, RunDirError
-from ctsp.runs import files, machine_line, markdown_table, open_run
+from ctsp.runs import files, machine_line, markdown_table, open_run, selected_epoch
 
 # (label, overrides); a table lists (network label, bundled config, overrides) and its variants
 BP, FA, DFA = ("BP", ["train.rule=bp"]), ("FA", ["train.rule=fa"]), ("DFA", ["train.rule=dfa"])
@@ -178,12 +178,13 @@ def train_run(
 
 
 def error_cells(m: xr.Dataset | None) -> list[str]:
-    """best test error (epoch), final test error, final train error, train s/epoch."""
+    """selected test error (epoch: the lowest validation error, else the last), final test
+    error, final train error, train s/epoch."""
     if m is None:
         return ["—"] * 4
-    best = int(m.test_error.argmin("epoch"))
+    chosen = selected_epoch(m)
     return [
-        f"{float(m.test_error[best]):.2%} ({best + 1})",
+        f"{float(m.test_error[chosen]):.2%} ({chosen + 1})",
         f"{float(m.test_error[-1]):.2%}",
         f"{float(m.train_error[-1]):.2%}",
         f"{float(m.train_seconds.mean()):.0f}",
@@ -322,7 +323,7 @@ def table_rows(net_label: str, results, rows: list[dict]) -> list[str]:
     header = [
         "run",
         "epochs",
-        "best test error (epoch)",
+        "selected test error (epoch)",
         "final test error",
         "final train error",
         "train s/epoch",

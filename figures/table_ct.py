@@ -1,9 +1,9 @@
-"""Continuous-time sigprop results table (paper Sec. V-B): train, keep the best model, tabulate.
+"""Continuous-time sigprop results table (paper Sec. V-B): train, select, tabulate.
 
 Trains the paper's loop networks from bundled configs (``fmnist-2x1500``, ``fmnist-3x1500``,
 ``mnist-2x1500``, ``mnist-3x1500``) or TOML files, one run directory each under ``--runs``, and
-writes a markdown table: best and final test error, validation error, train error, seconds per
-epoch, relaxation steps per phase, the machine and the command.
+writes a markdown table: selected (lowest validation error) and final test error, validation
+error, train error, seconds per epoch, relaxation steps per phase, the machine and the command.
 
 Runs stop and resume: each run advances one epoch at a time from its checkpoint
 (``ctsp simulate --resume``), so an interrupted script (Ctrl-C, ``--minutes`` budget, a killed
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ctsp import config as cfg
 from ctsp.app import simulate
-from ctsp.runs import files, machine_line, markdown_table, open_run
+from ctsp.runs import files, machine_line, markdown_table, open_run, selected_epoch
 
 PAPER = {  # test error % reported in the paper (Sec. V-B)
     "fashion-mnist": "11.00 (val 10.95, train -> 2)",
@@ -48,9 +48,9 @@ HEADER = [
     "data",
     "sizes",
     "epochs",
-    "best test (epoch)",
+    "selected test (epoch)",
     "final test",
-    "val at best",
+    "val at selected",
     "final train",
     "train s/epoch",
     "s/epoch",
@@ -61,14 +61,14 @@ HEADER = [
 
 def row(name: str, config: cfg.RunConfig, path: Path) -> list[str]:
     m = open_run(path).metrics
-    best = int(m.test_error.argmin("epoch"))
-    val = f"{float(m.val_error[best]):.2%}" if "val_error" in m else "—"
+    chosen = selected_epoch(m)  # the lowest validation error, else the last epoch
+    val = f"{float(m.val_error[chosen]):.2%}" if "val_error" in m else "—"
     return [
         name,
         config.data.name,
         str(list(config.network.sizes)),
         f"{m.sizes['epoch']}/{config.train.epochs}",
-        f"{float(m.test_error[best]):.2%} (epoch {best + 1})",
+        f"{float(m.test_error[chosen]):.2%} (epoch {chosen + 1})",
         f"{float(m.test_error[-1]):.2%}",
         val,
         f"{float(m.train_error[-1]):.2%}",

@@ -14,9 +14,18 @@ from ctsp.discrete import split_layers
 from ctsp.nn import StaticNeuron, seed_dropout
 
 FC = ["--epochs", "2", "--set", "model.dropout=0.2"]
-SNN = ["snn-fmnist-sp-voltage", "--dataset", "digits", "--epochs", "1"]
+SNN = [
+    "snn-fmnist-sp-voltage",
+    "--dataset",
+    "digits",
+    "--set",
+    "data.validation=200",
+    "--epochs",
+    "1",
+]
 SNN += ["--set", "model.channels=[4,4]", "--set", "model.hidden=[32]"]
 VGG = ["vgg8b-fmnist", "--dataset", "digits", "--set", "data.crop=0", "--epochs", "1"]
+VGG += ["--set", "data.validation=200"]
 
 
 def test_split_layers_minimises_the_costliest_stage_and_keeps_a_layer_per_stage():

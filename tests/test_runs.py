@@ -310,3 +310,56 @@ def test_the_command_lets_idle_openmp_threads_sleep_unless_the_user_chose(user):
     assert done.stderr.endswith(repr(user or "PASSIVE"))
     environ: dict[str, str] = {}
     assert not passive_openmp_wait(environ) and environ == {}  # torch is loaded here
+
+
+class Scripted:
+    """An epoch trainer whose epochs give scripted validation and test errors."""
+
+    learning_keys = ("train.lr",)
+
+    def __init__(self, val, test):
+        import torch
+
+        self.net = torch.nn.Linear(2, 2)
+        self.val, self.test = val, test
+
+    def train_metrics(self, data, epoch, bar, on_batch=None):
+        import torch
+
+        with torch.no_grad():
+            self.net.weight.fill_(epoch + 1)  # tells the epochs apart in best.pt
+        return {"train_error": 0.1}
+
+    def eval_metrics(self, data):
+        k = int(self.net.weight[0, 0]) - 1
+        return {"test_error": self.test[k], **({"val_error": self.val[k]} if self.val else {})}
+
+    def extra_state(self):
+        return {}
+
+    def load_extra_state(self, ckpt):
+        pass
+
+    def summary(self, row):
+        return ""
+
+
+@pytest.mark.parametrize("held_out", [True, False])
+def test_best_pt_follows_the_validation_error_never_the_test_error(digits, tmp_path, held_out):
+    """Validation lowest at epoch 2, test lowest at epoch 3: best.pt is epoch 2's model; a run
+    without a validation split keeps its last model, whatever the test error did."""
+    from ctsp.runs import fit, run_directory, selected_epoch
+
+    val, test = [0.30, 0.20, 0.25, 0.28], [0.30, 0.26, 0.18, 0.27]
+    data = digits.hold_out(200, 0) if held_out else digits
+    config = cfg.with_overrides(cfg.RunConfig(), [(["train", "epochs"], 4)])
+    lines = []
+    with run_directory(tmp_path / "run", "x") as path:
+        metrics = fit(Scripted(val if held_out else None, test), data, config, path,
+                      resume=False, resumable=(), progress=False, log=lines.append)  # fmt: skip
+    best = open_run(tmp_path / "run").best
+    chosen = 2 if held_out else 4
+    assert best["epoch"] == chosen and float(best["model"]["weight"][0, 0]) == chosen
+    assert best["test_error"] == test[chosen - 1] and selected_epoch(metrics) == chosen - 1
+    assert ("selected 26.00% (epoch 2, lowest val_error)" in lines[-1]) == held_out
+    assert "18.00%" not in lines[-1]

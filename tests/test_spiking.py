@@ -302,7 +302,8 @@ def test_resume_gives_the_same_weights(tmp_path):
 def test_ctsp_train_snn_run_directory(capsys, tmp_path):
     out = tmp_path / "run"
     narrow = ["--set", "model.channels=[4,4]", "--set", "model.hidden=[16]"]
-    argv = ["train", "snn-fmnist-sp-voltage", "--dataset", "digits", "--batch-size", "64"]
+    argv = ["train", "snn-fmnist-sp-voltage", "--dataset", "digits", "--set", "data.validation=200",
+            "--batch-size", "64"]  # fmt: skip
     code = main([*argv, *narrow, "--epochs", "2", "--out", str(out), "--no-progress"])
     stdout = capsys.readouterr().out
     assert code == 0 and "epoch   2/2" in stdout and "exits: conv1 " in stdout

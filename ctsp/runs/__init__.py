@@ -16,7 +16,15 @@ reading runs back.
 from . import files
 from .checkpoint import SCHEDULE_KEYS, load_checkpoint, resumed_config
 from .hooks import EpochTrainer, Recorder
-from .loop import RunResult, fit, load_data, metrics_dataset, progress_bar, resolve_device
+from .loop import (
+    RunResult,
+    fit,
+    load_data,
+    metrics_dataset,
+    progress_bar,
+    resolve_device,
+    selected_epoch,
+)
 from .results import Run, machine_line, markdown_table, open_run
 from .rundir import atomic_write, run_directory, save_netcdf, save_torch, write_text
 from .threads import cpu_threads
@@ -52,6 +60,7 @@ __all__ = [
     "progress_bar",
     "resolve_device",
     "run_directory",
+    "selected_epoch",
     "save_netcdf",
     "save_torch",
     "write_text",

@@ -47,8 +47,18 @@ class RunResult:
         return float(self.metrics.test_error[-1])
 
     @property
-    def best_test_error(self) -> float:
-        return float(self.metrics.test_error.min())
+    def selected_test_error(self) -> float:
+        """The test error of the model in ``best.pt`` (:func:`selected_epoch`)."""
+        return float(self.metrics.test_error[selected_epoch(self.metrics)])
+
+
+def selected_epoch(metrics: xr.Dataset) -> int:
+    """The index along ``epoch`` of the selected model: the lowest validation error (the
+    first of equals), or the last epoch where the run held out no validation data. Never the
+    test error."""
+    if "val_error" in metrics:
+        return int(metrics.val_error.fillna(np.inf).argmin("epoch"))
+    return metrics.sizes["epoch"] - 1
 
 
 def load_data(config: Any):
@@ -127,8 +137,9 @@ def fit(
     """Train ``config.train.epochs`` epochs into the run directory ``path``; the metrics.
 
     Per epoch: train (progress bar over the minibatches), evaluate, append the row (with
-    ``epoch_seconds`` and ``train_seconds``), save ``best.pt`` when the selection error
-    (validation if there is a validation set, else test, as the paper) improves, write
+    ``epoch_seconds`` and ``train_seconds``), save ``best.pt`` when the validation error
+    improves (the model of every epoch where the data hold out no validation split: the
+    test set never selects), write
     ``metrics.nc`` and ``checkpoint.pt`` atomically, log one line, check that the run is
     learning (:mod:`ctsp.runs.health`, ``train.health``). ``checkpoint.pt`` is first
     written before the first epoch, so every run directory can be resumed. With ``resume`` the run
@@ -183,7 +194,9 @@ def fit(
         for r in recorders:
             r.after_batch(trainer, epoch, k)
 
-    select = "val_error" if data.val_x.shape[0] else "test_error"
+    # model selection on held-out data only, never on the test set: without a validation split
+    # the selected model is the last one
+    select = "val_error" if data.val_x.shape[0] else None
     tc, n = config.train, data.train_x.shape[0]
     last = tc.epochs if stop_after is None else min(stop_after, tc.epochs)
     saved = len(rows)  # epochs in checkpoint.pt
@@ -208,8 +221,9 @@ def fit(
             row = {"epoch": epoch + 1, **train, **trainer.eval_metrics(data)}
             row.update(epoch_seconds=time.perf_counter() - t0, train_seconds=train_seconds)
             rows.append(row)
-            if row[select] < best["error"]:
-                best = {"error": row[select], "epoch": epoch + 1, "test_error": row["test_error"]}
+            if select is None or row[select] < best["error"]:
+                error = row[select] if select else float("nan")
+                best = {"error": error, "epoch": epoch + 1, "test_error": row["test_error"]}
                 save_torch({"model": trainer.net.state_dict(), **best}, path / files.BEST)
             for r in recorders:
                 r.after_epoch(trainer, epoch + 1, path, epoch + 1 == tc.epochs)
@@ -226,7 +240,7 @@ def fit(
             if not warned:
                 try:
                     warned = health.check(
-                        row, select, data.classes, tc.health, trainer.learning_keys
+                        row, select or "test_error", data.classes, tc.health, trainer.learning_keys
                     )
                 except LearningError as e:
                     raise LearningError(f"{e}; {kept()}") from None
@@ -236,9 +250,14 @@ def fit(
         resume = f": continue with --out {path} --resume"
         raise RunInterrupted(kept() + resume, terminated=isinstance(e, Terminated)) from None
     if rows:
+        chosen = (
+            f"; selected {best['test_error']:.2%} (epoch {best['epoch']}, lowest val_error)"
+            if select
+            else ""
+        )
         log(
             f"{'final' if len(rows) == tc.epochs else 'so far:'} test error "
-            f"{rows[-1]['test_error']:.2%} (epoch {rows[-1]['epoch']}/{tc.epochs}); best "
-            f"{best['test_error']:.2%} (epoch {best['epoch']}, by {select}); run in {path}"
+            f"{rows[-1]['test_error']:.2%} (epoch {rows[-1]['epoch']}/{tc.epochs}){chosen}; "
+            f"run in {path}"
         )
     return metrics_dataset(rows, config, layers)

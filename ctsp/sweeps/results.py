@@ -50,7 +50,8 @@ def open_sweep(path: str | Path) -> xr.Dataset:
 
 
 def selected(ds: xr.Dataset) -> tuple[xr.DataArray, str]:
-    """The test error at the selected epoch of every trial, and what selected it."""
+    """The test error at the selected epoch of every trial (``ctsp.runs.selected_epoch``, for
+    all trials at once), and what selected it."""
     if "val_error" in ds:
         chosen = ds.val_error.fillna(np.inf).argmin("epoch")
         return ds.test_error.isel(epoch=chosen), "lowest validation error"
