@@ -31,10 +31,12 @@ def build_loop_network(config: RunConfig):
     return LoopNetwork(n.sizes, loop=n.loop, rate=n.rate, tau=n.tau)
 
 
-def build_recorders(config: RunConfig, data) -> list[Recorder]:
+def build_recorders(config: RunConfig | DiscreteRunConfig, data) -> list[Recorder]:
     """The recorders that ``config.record`` asks for (none by default: no cost). Each checks
     its settings against the config and the data when built, before any training."""
     rec, recorders = config.record, []
+    if isinstance(config, DiscreteRunConfig):
+        return tensorboard_recorder(rec)
     if rec.trajectories:
         from analysis.recording import TrajectoryRecorder
 
@@ -43,7 +45,22 @@ def build_recorders(config: RunConfig, data) -> list[Recorder]:
         from analysis.alignment import AlignmentRecorder
 
         recorders.append(AlignmentRecorder(config))
-    return recorders
+    return recorders + tensorboard_recorder(rec)  # last: it reads what the others wrote
+
+
+def tensorboard_recorder(rec) -> list[Recorder]:
+    """``[TensorBoardRecorder]`` when ``rec.tensorboard``; a one-line error without the
+    tensorboard package."""
+    if not rec.tensorboard:
+        return []
+    try:
+        from analysis.tensorboard import TensorBoardRecorder
+
+        return [TensorBoardRecorder()]
+    except ImportError:
+        raise ConfigError(
+            "record.tensorboard needs the tensorboard package: pip install -e '.[tensorboard]'"
+        ) from None
 
 
 def build_discrete_network(config: DiscreteRunConfig, image_shape: tuple[int, int, int], classes):
@@ -160,22 +177,23 @@ def train(
     stop_after: int | None = None,
     network=None,
     data=None,
-    recorders: list[Recorder] = (),
+    recorders: list[Recorder] | None = None,
 ) -> RunResult | None:
     """Train the discrete (or spiking) network of ``config`` and write its run directory.
 
     Arguments as :func:`simulate`; ``resume`` may change ``train.epochs``, ``device``,
     ``threads``, ``train.recalibrate_bn`` and the ``parallel`` section. ``network``: default
     the ``models`` network of ``config.model`` and ``config.signal``; ``data``: default
-    ``config.data``; ``recorders``: none by default. In a parallel run (``parallel.stages >
-    1`` or ``parallel.replicas > 1``) rank 0 writes the run and returns its result; the other
-    ranks serve their stage or replica and return None.
+    ``config.data``; ``recorders``: those ``config.record`` asks for by default. In a parallel
+    run (``parallel.stages > 1`` or ``parallel.replicas > 1``) rank 0 writes the run and
+    returns its result; the other ranks serve their stage or replica and return None.
     """
     device = runs.resolve_device(config.device)
     slow = precision_warning(config.train.precision, str(device))
     if slow:
         warnings.warn(slow, PerformanceWarning, stacklevel=2)
     data = runs.load_data(config) if data is None else data
+    recorders = build_recorders(config, data) if recorders is None else recorders
     if network is None:
         network = build_discrete_network(config, data.image_shape, data.classes)
     par = config.parallel

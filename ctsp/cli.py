@@ -103,6 +103,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--summary", action="store_true", help="summarise the sweep in SPEC_OR_DIR")
 
+    pl = sub.add_parser(
+        "plot",
+        help="learning curves of a run or a sweep as PNGs",
+        description="Write the learning curves of a run directory or a sweep directory as PNGs: "
+        "errors.png (train, validation, test error), exits.png (early-exit test error per "
+        "layer), phases.png (solver steps or sweeps per phase); a sweep's curves are the mean "
+        "± sd over its seeds, one line per setting, and its summary.png is written too.",
+    )
+    pl.add_argument("path", metavar="RUN_OR_SWEEP", help="a run or sweep directory")
+    pl.add_argument("--out", help="write the PNGs here (default: into RUN_OR_SWEEP)")
+
     c = sub.add_parser("configs", help="list the bundled configs (simulate, then train)")
 
     d = sub.add_parser("data", help="list or check datasets")
@@ -113,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     dc.add_argument("name")
     dc.add_argument("--data-dir", help="look in this directory first")
     dc.add_argument("--no-download", action="store_true", help="do not download when absent")
-    for sp in (s, t, w, c, dl, dc):  # `ctsp simulate ... --debug` as well as `ctsp --debug ...`
+    for sp in (s, t, w, pl, c, dl, dc):  # `ctsp simulate ... --debug` as well as `ctsp --debug ...`
         _debug_argument(sp, argparse.SUPPRESS)
     return p
 
@@ -168,6 +179,12 @@ def _run_arguments(p: argparse.ArgumentParser, command: str) -> None:
         help="stop after this epoch, leaving a run that --resume continues (a long run in "
         "parts; the learning-rate schedule stays that of train.epochs)",
     )
+    p.add_argument(
+        "--tensorboard",
+        action="store_const",
+        const=True,
+        help="write TensorBoard event files to RUN/tensorboard (record.tensorboard)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--print-config", action="store_true", help="print the resolved config as TOML and exit"
@@ -192,6 +209,7 @@ FLAG_KEYS = {
     "threads": "threads",
     "name": "name",
     "record": "record.trajectories",
+    "tensorboard": "record.tensorboard",
 }
 
 
@@ -488,11 +506,36 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    """``ctsp plot RUN_OR_SWEEP``: the learning curves (``analysis.curves``)."""
+    from analysis.curves import plot_curves
+
+    from . import sweeps
+    from .runs import open_run
+
+    path = Path(args.path)
+    out = Path(args.out) if args.out else path
+    if (path / sweeps.SPEC_FILE).is_file():
+        ds = sweeps.open_sweep(path)
+        written = plot_curves(
+            ds, out, f"sweep {path.name}: {ds.attrs['swept']}, mean ± sd over seeds"
+        )
+        written.append(sweeps.plot(path, out / "summary.png"))
+    else:
+        run = open_run(path)
+        written = plot_curves(run.metrics, out, f"run {path.name} ({run.config.name})")
+    for p in written:
+        print(p)
+    return 0
+
+
 def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command in ("simulate", "train"):
         return _run(args)
     if args.command == "sweep":
         return _sweep(args)
+    if args.command == "plot":
+        return _plot(args)
     if args.command == "data":
         return _data(args)
     if args.command == "configs":

@@ -42,6 +42,7 @@ matches nothing any more. The checks:
 - SWEEP: ``ctsp sweep ...`` in-process: its flags parse (``ctsp.cli``'s parser), the spec
   loads (``ctsp.sweeps.load_spec``) and lists its trials; ``--summary DIR`` needs an earlier
   command of the page that sweeps into ``--out DIR``.
+- PLOT: ``ctsp plot DIR``: its flags parse, and an earlier command of the page writes DIR.
 - SUITE: ``pytest`` (the whole suite, this file included, so not run here): the page's line is
   what ``.ci/run`` runs verbatim, and ``pytest --version`` runs.
 
@@ -87,8 +88,8 @@ SHELL_WORDS = set(
     "env time /usr/bin/time ruff lint-imports CTSP_DATA OMP_NUM_THREADS".split()
 )
 
-RUN, RUN_SLOW, PRINT_CONFIG, SCRIPT, PIP, SUITE, SWEEP = (
-    "run run-slow print-config script pip suite sweep".split()
+RUN, RUN_SLOW, PRINT_CONFIG, SCRIPT, PIP, SUITE, SWEEP, PLOT = (
+    "run run-slow print-config script pip suite sweep plot".split()
 )
 
 
@@ -119,6 +120,9 @@ SHELL_RULES = (
     # Sweeps (Ray; tests/test_sweeps.py runs the bundled one): the flags parse, the spec loads
     # and lists its trials, a --summary reads a directory an earlier command sweeps into.
     Rule(r"ctsp sweep .+", SWEEP),
+    # Learning curves of a run or sweep (tests/test_runs.py and test_sweeps.py draw them): the
+    # flags parse, and an earlier command of the page writes the directory.
+    Rule(r"ctsp plot .+", PLOT),
     # Figure and benchmark scripts: minutes to hours; --help and the page's arguments.
     Rule(r"python (figures|benchmarks)/\w+\.py( .*)?", SCRIPT),
     # README: the install (downloads, minutes): a dry run, offline.
@@ -653,12 +657,27 @@ def test_sweep_spec_loads(cmd, workdir, monkeypatch):
     monkeypatch.chdir(cwd)
     args = _parser().parse_args(list(cmd.argv[1:]))
     if args.summary:
-        earlier = [c for c in COMMANDS if c.page == cmd.page and c.line < cmd.line
-                   and c.argv[:2] == cmd.argv[:2] and c.option("--out") == args.spec]  # fmt: skip
+        earlier = [c for c in _writes(cmd, args.spec) if c.argv[:2] == cmd.argv[:2]]
         check(earlier, failure(cmd, kind, f"no earlier command sweeps into {args.spec}"))
         return
     check(args.out, failure(cmd, kind, "no --out"))
     check(load_spec(args.spec).trials(), failure(cmd, kind, "the spec has no trials"))
+
+
+def _writes(cmd: Command, out: str) -> list:
+    """The page's commands before ``cmd`` that write ``--out out``."""
+    return [c for c in COMMANDS if c.page == cmd.page and c.line < cmd.line
+            and c.option("--out") == out]  # fmt: skip
+
+
+@pytest.mark.parametrize("cmd", commands_of(PLOT))
+def test_plot_follows_its_run(cmd, workdir):
+    """PLOT: the flags parse, an earlier command of the page writes the directory."""
+    from ctsp.cli import _parser
+
+    args = _parser().parse_args(list(cmd.argv[1:]))
+    where = failure(cmd, page_cwd(cmd.page), f"no earlier command writes {args.path}")
+    check(_writes(cmd, args.path), where)
 
 
 @pytest.mark.parametrize("cmd", commands_of(PIP))

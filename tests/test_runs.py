@@ -363,3 +363,73 @@ def test_best_pt_follows_the_validation_error_never_the_test_error(digits, tmp_p
     assert best["test_error"] == test[chosen - 1] and selected_epoch(metrics) == chosen - 1
     assert ("selected 26.00% (epoch 2, lowest val_error)" in lines[-1]) == held_out
     assert "18.00%" not in lines[-1]
+
+
+def _image(path):
+    import matplotlib.image
+
+    return matplotlib.image.imread(path)
+
+
+def test_ctsp_plot_writes_the_learning_curves_of_a_run(tmp_path, capsys):
+    """A discrete run (errors, early exits) and a continuous-time one (errors, steps per
+    phase): the PNGs open as images."""
+    for argv, pngs in (
+        (["train", "--epochs", "2", "--set", "data.validation=100"], ["errors", "exits"]),
+        (["simulate", "--epochs", "2"], ["errors", "phases"]),
+    ):
+        out = tmp_path / argv[0]
+        assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+        capsys.readouterr()
+        assert main(["plot", str(out), "--out", str(tmp_path / f"{argv[0]}-png")]) == 0
+        written = capsys.readouterr().out.split()
+        assert written == [str(tmp_path / f"{argv[0]}-png" / f"{p}.png") for p in pngs]
+        for path in written:
+            assert _image(path).ndim == 3
+
+
+def _events(logdir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "histograms": 0})
+    ea.Reload()
+    return ea
+
+
+def test_tensorboard_holds_the_runs_scalars_angles_and_histograms(tmp_path):
+    """--tensorboard: every scalar of metrics.nc per epoch (per-layer ones as NAME/LAYER), the
+    loop angles of the epoch, a histogram per parameter; a resumed run goes on in the same
+    directory."""
+    out = tmp_path / "ct"
+    argv = ["simulate", "--epochs", "2", "--tensorboard", "--set", "record.alignment_every=20"]
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    assert main(["simulate", "--out", str(out), "--resume", "--epochs", "3", "--no-progress"]) == 0
+    ea, m = _events(out / "tensorboard"), open_run(out).metrics
+    for v in ("train_error", "test_error", "free_steps", "clamped_passes"):
+        events = ea.Scalars(v)
+        assert [e.step for e in events] == [1, 2, 3], v
+        assert [e.value for e in events] == pytest.approx(m[v].values.tolist(), rel=1e-6), v
+    angles = [t for t in ea.Tags()["scalars"] if t.startswith("angle/")]
+    assert sorted(angles) == ["angle/W1∠W2", "angle/W2∠W1"]
+    assert [e.step for e in ea.Scalars("angle/W1∠W2")] == [1, 2, 3]
+    assert "projections.ff1.weight" in ea.Tags()["histograms"]
+    out = tmp_path / "fc"
+    assert (
+        main(["train", "--epochs", "1", "--tensorboard", "--out", str(out), "--no-progress"]) == 0
+    )
+    tags = _events(out / "tensorboard").Tags()["scalars"]
+    assert {"test_exit_error/fc1", "test_exit_error/out", "train_loss/fc2"} <= set(tags)
+
+
+def test_tensorboard_without_its_package_is_one_line(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    argv = ["train", "--epochs", "1", "--tensorboard", "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "ctsp: error: record.tensorboard needs the tensorboard package: pip install -e "
+        "'.[tensorboard]'\n"
+    )
+    assert not (tmp_path / "r").exists()

@@ -125,6 +125,17 @@ def test_a_sweep_gives_one_dataset_with_the_swept_keys_and_seeds(finished):
     assert proc.returncode == 0 and proc.stdout.splitlines()[2:] == lines[2:], proc.stderr
     assert (finished / "summary.md").is_file()
     assert (finished / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plot = subprocess.run(
+        [sys.executable, "-m", "ctsp", "plot", str(finished), "--out", str(finished / "png")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert plot.returncode == 0, plot.stderr
+    names = [Path(p).name for p in plot.stdout.split()]
+    assert names == ["errors.png", "exits.png", "summary.png"]
+    import matplotlib.image
+
+    for name in names:  # the curves are the mean ± sd over the seeds, a line per setting
+        assert matplotlib.image.imread(finished / "png" / name).ndim == 3
 
 
 def _wait_for_epochs(out: Path, proc: subprocess.Popen, epochs: int) -> None:

@@ -244,8 +244,16 @@ def full_disk(self, path, *args, **kwargs):
 
 
 def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """The disk fills up as the recorder writes (after metrics.nc, which recorders may read)."""
     out = tmp_path / "r"
-    monkeypatch.setattr(xr.Dataset, "to_netcdf", full_disk)
+    real = xr.Dataset.to_netcdf
+
+    def trajectories_fail(self, path, *args, **kwargs):
+        if Path(path).name.startswith(f".{FILENAME}."):
+            return full_disk(self, path)
+        return real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", trajectories_fail)
     code = main(["simulate", "--epochs", "1", "--record", "2", "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1

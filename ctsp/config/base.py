@@ -120,6 +120,10 @@ class ConfigBase(Section):
         return [k for k in a if a[k] != b[k]]
 
 
+TENSORBOARD_HELP = (
+    "write per-epoch scalars, loop angles and weight histograms to RUN/tensorboard (needs the "
+    "tensorboard package: pip install -e '.[tensorboard]')"
+)
 THREADS_HELP = (
     "CPU threads of torch and numba for the run (0: torch's as they are, numba follows them)"
 )

@@ -24,6 +24,7 @@ from ..data import DATASET_NAMES
 from ..errors import ConfigError
 from ..nn import RATE_FUNCTIONS
 from .base import (
+    TENSORBOARD_HELP,
     THREADS_HELP,
     ConfigBase,
     Section,
@@ -167,6 +168,7 @@ class RecordConfig(Section):
     populations: tuple[str, ...] = option(("all",), "populations to record (h1, h2, …, out) or all")
     stride: int = option(1, "keep every stride-th solver step of a recorded relaxation")
     alignment_every: int = option(0, "loop alignment angles every N minibatches (0 = off)")
+    tensorboard: bool = option(False, TENSORBOARD_HELP)
 
     def check(self) -> None:
         _require(self.trajectories >= 0, "record.trajectories", self.trajectories, ">= 0")

@@ -27,6 +27,7 @@ from ..errors import ConfigError
 from ..nn import BN_TARGETS, COMPARISONS, GENERATORS, PRECISIONS, TARGETS_INTO, check_precision
 from ..registry import Registry
 from .base import (
+    TENSORBOARD_HELP,
     THREADS_HELP,
     ConfigBase,
     Section,
@@ -195,10 +196,17 @@ class ParallelConfig(Section):
 
 
 @dataclass(frozen=True)
+class TrainRecordConfig(Section):
+    PREFIX: ClassVar[str] = "record."
+
+    tensorboard: bool = option(False, TENSORBOARD_HELP)
+
+
+@dataclass(frozen=True)
 class DiscreteRunConfig(ConfigBase):
     """``ctsp train``: a discrete network trained by sigprop, every layer by its own loss."""
 
-    SECTIONS: ClassVar[tuple[str, ...]] = ("data", "model", "signal", "train", "parallel")
+    SECTIONS: ClassVar[tuple[str, ...]] = ("data", "model", "signal", "train", "parallel", "record")
     BUNDLED: ClassVar[str] = "train"
     COMMAND: ClassVar[str] = "train"
 
@@ -211,6 +219,7 @@ class DiscreteRunConfig(ConfigBase):
     signal: SignalConfig = section(SignalConfig, "the learning signal (target generator)")
     train: DiscreteTrainConfig = section(DiscreteTrainConfig, "training")
     parallel: ParallelConfig = section(ParallelConfig, "training over several processes")
+    record: TrainRecordConfig = section(TrainRecordConfig, "recordings")
 
     def network_summary(self) -> str:
         """The network and rule in a few words (``ctsp configs``), e.g. "vgg8b x1, sigprop"."""

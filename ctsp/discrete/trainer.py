@@ -32,6 +32,7 @@ RESUMABLE_KEYS = (
     "train.recalibrate_bn",
     "train.health",
     "parallel.",
+    "record.",
 )
 
 

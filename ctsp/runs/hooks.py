@@ -2,7 +2,8 @@
 
 A :class:`Recorder` (trajectories, loop alignment, …; the application assembles them from the
 config's ``[record]`` section) gets ``after_batch`` after every minibatch's update and
-``after_epoch`` after every epoch's evaluation, before the checkpoint is written. It writes
+``after_epoch`` after every epoch's evaluation, once ``metrics.nc`` holds the epoch's row and
+before the checkpoint is written. It writes
 its own files into the run directory, atomically. Its state is saved in the checkpoint under its
 ``name``, so a resumed run continues each recording where the checkpoint left it; the state of a
 recorder that a resumed run switches off is carried on untouched.

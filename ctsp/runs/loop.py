@@ -225,10 +225,10 @@ def fit(
                 error = row[select] if select else float("nan")
                 best = {"error": error, "epoch": epoch + 1, "test_error": row["test_error"]}
                 save_torch({"model": trainer.net.state_dict(), **best}, path / files.BEST)
-            for r in recorders:
+            save_netcdf(metrics_dataset(rows, config, layers), path / files.METRICS)
+            for r in recorders:  # (after metrics.nc: a recorder may read the epoch's row there)
                 r.after_epoch(trainer, epoch + 1, path, epoch + 1 == tc.epochs)
                 recorder_states[r.name] = r.state_dict()
-            save_netcdf(metrics_dataset(rows, config, layers), path / files.METRICS)
             checkpoint()
             saved = epoch + 1
             log(
