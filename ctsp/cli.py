@@ -354,7 +354,19 @@ def _configs() -> int:
         print(f"\n# ctsp {cls.COMMAND}")
         for r in rows:
             print("  ".join(f"{v:<{w}}" for v, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+    _sweep_specs()
     return 0
+
+
+def _sweep_specs() -> None:
+    """The bundled sweep specs: command, swept keys, seeds and trials."""
+    from .sweeps import bundled_specs, load_spec
+
+    print("\n# ctsp sweep")
+    for name in bundled_specs():
+        spec = load_spec(name)
+        keys = ", ".join(spec.swept()) or "-"
+        print(f"{name}  {spec.command}  {keys}  {spec.seeds} seeds  {len(spec.trials())} trials")
 
 
 def _duration(seconds: float | None) -> str:

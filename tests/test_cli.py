@@ -137,6 +137,7 @@ def test_configs_lists_each_bundled_config_with_its_dataset_network_epochs_and_t
     assert re.match(
         r"vgg8b-fmnist +fashion-mnist +vgg8b x1, fc 1024, sigprop +100 +\d", lines["vgg8b-fmnist"]
     )
+    assert lines["digits-lr"] == "digits-lr  train  train.lr  2 seeds  4 trials"  # ctsp sweep
     assert out.startswith("est. time: benchmarks/config_times.py on x86_64")  # times.json
 
 

@@ -13,13 +13,14 @@ Ray is an optional extra (``pip install -e '.[sweep]'``); only :func:`sweep` nee
 
 from .results import open_sweep, plot, settings, summary
 from .runner import SPEC_FILE, status, sweep
-from .spec import DISTRIBUTIONS, SweepSpec, Trial, load_spec
+from .spec import DISTRIBUTIONS, SweepSpec, Trial, bundled_specs, load_spec
 
 __all__ = [
     "DISTRIBUTIONS",
     "SPEC_FILE",
     "SweepSpec",
     "Trial",
+    "bundled_specs",
     "load_spec",
     "open_sweep",
     "plot",
