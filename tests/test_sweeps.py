@@ -118,6 +118,10 @@ def test_a_sweep_gives_one_dataset_with_the_swept_keys_and_seeds(finished):
     lines = summary(finished)
     assert lines[4].startswith("| 0.001 | ") and lines[5].startswith("| 0.003 | ")
     assert "final epoch (no validation split)" in lines[0]
+    assert lines[-3:] == ["2 trial(s) failed:"] + [
+        f"- trial train.lr=-1,seed={s} failed: invalid value for train.lr: -1.0 (expected > 0)"
+        for s in (0, 1)
+    ]
     proc = subprocess.run(
         [sys.executable, "-m", "ctsp", "sweep", str(finished), "--summary"],
         capture_output=True, text=True, timeout=120,

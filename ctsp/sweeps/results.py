@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import RunDirError
-from .runner import TRIALS, load_saved_spec
+from .runner import TRIALS, failures, load_saved_spec
 from .spec import SweepSpec, Trial
 
 
@@ -89,11 +89,17 @@ def summary(path: str | Path) -> list[str]:
         rows.append([*(_cell(s[key].values) for key in keys), f"{float(s['mean']):.2%}", sd,
                      int(s.n)])  # fmt: skip
     header = [*keys, "test error (mean)", "sd", "seeds"]
+    failed = failures(load_saved_spec(Path(path)), Path(path))
     return [
         f"Sweep {Path(path)}: {flat.attrs['config']} with {flat.attrs['swept'] or 'no key'} "
         f"swept; the test error at the epoch of the {how}, over seeds",
         "",
         *markdown_table(header, rows),
+        *(
+            ["", f"{len(failed)} trial(s) failed:", *(f"- {line}" for line in failed)]
+            if failed
+            else []
+        ),
     ]
 
 

@@ -157,14 +157,15 @@ def sweep(
         ).fit()  # fmt: skip
     finally:
         ray.shutdown()
-    states = status(spec, out)
-    if "pending" in states.values():
+    if "pending" in status(spec, out).values():
         raise KeyboardInterrupt
-    return [
-        f"trial {name} failed: {(out / TRIALS / (name + FAILED)).read_text().strip()}"
-        for name, state in states.items()
-        if state == "failed"
-    ]
+    return failures(spec, out)
+
+
+def failures(spec: SweepSpec, out: Path) -> list[str]:
+    """One line per failed trial, ``trial NAME failed: MESSAGE``, in the sweep's order."""
+    records = [(t.name, Path(out) / TRIALS / (t.name + FAILED)) for t in spec.trials()]
+    return [f"trial {n} failed: {r.read_text().strip()}" for n, r in records if r.is_file()]
 
 
 def _start_ray(address: str | None) -> None:
