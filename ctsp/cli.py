@@ -101,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--cpus-per-trial", type=int, default=1, metavar="N", help="CPUs (threads) per trial"
     )
+    w.add_argument(
+        "--minutes",
+        type=float,
+        metavar="M",
+        help="stop the trials after M minutes (a long sweep in parts: rerun to continue it)",
+    )
     w.add_argument("--summary", action="store_true", help="summarise the sweep in SPEC_OR_DIR")
 
     pl = sub.add_parser(
@@ -500,21 +506,25 @@ def _sweep(args: argparse.Namespace) -> int:
             "ctsp sweep needs Ray Tune: pip install -e '.[sweep]' (or pip install 'ray[tune]')"
         ) from None
     try:
-        failed = sweeps.sweep(
-            spec, args.out, address=args.address, cpus_per_trial=args.cpus_per_trial
-        )
+        states = sweeps.sweep(
+            spec, args.out, address=args.address, cpus_per_trial=args.cpus_per_trial,
+            minutes=args.minutes,
+        )  # fmt: skip
     except KeyboardInterrupt:
         raise RunInterrupted(
             f"the sweep in {args.out} stopped before every trial ended; run the same command "
             "again to continue it",
             terminated=False,
         ) from None
-    for line in failed:
+    for line in sweeps.failures(spec, Path(args.out)):
         print(f"ctsp: warning: {line}", file=sys.stderr)
-    print(
-        f"sweep in {args.out}: {len(spec.trials()) - len(failed)} trials finished, "
-        f"{len(failed)} failed; `ctsp sweep {args.out} --summary` summarises it"
-    )
+    n = {state: list(states.values()).count(state) for state in ("finished", "failed", "pending")}
+    done = f"sweep in {args.out}: {n['finished']} trials finished, {n['failed']} failed"
+    if n["pending"]:
+        print(f"{done}, {n['pending']} to go: the {args.minutes:g} minutes are spent; run the "
+              "same command again to continue it")  # fmt: skip
+    else:
+        print(f"{done}; `ctsp sweep {args.out} --summary` summarises it")
     return 0
 
 

@@ -243,3 +243,31 @@ def test_the_sweep_command_refuses_in_one_line(tmp_path, monkeypatch, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("ctsp: error: ") and message in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]  # nothing written
+
+
+@pytest.mark.slow
+def test_a_sweep_in_parts_of_a_few_minutes_finishes_when_rerun(tmp_path):
+    """--minutes: the trials stop when it is spent, the command exits 0 saying how many are to
+    go, and the same command without it finishes the rest."""
+    pytest.importorskip("ray")
+    text = SPEC.replace('"train.epochs" = 3', '"train.epochs" = 150').replace(", -1.0]", "]")
+    spec, out = _spec(tmp_path, text), tmp_path / "out"
+    part = subprocess.run(
+        [sys.executable, "-m", "ctsp", "sweep", str(spec), "--out", str(out), "--minutes", "0.25"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert part.returncode == 0, part.stderr
+    states = status(load_spec(spec), out)
+    assert "pending" in states.values(), states
+    assert (
+        part.stdout.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"{list(states.values()).count('pending')} to go: the 0.25 minutes are spent; run the "
+            "same command again to continue it"
+        )
+    )
+    rest = _sweep(spec, out)
+    _, err = rest.communicate(timeout=600)
+    assert rest.returncode == 0, err
+    assert set(status(load_spec(spec), out).values()) == {"finished"}

@@ -12,7 +12,7 @@ Ray is an optional extra (``pip install -e '.[sweep]'``); only :func:`sweep` nee
 """
 
 from .results import open_sweep, plot, settings, summary
-from .runner import SPEC_FILE, status, sweep
+from .runner import SPEC_FILE, failures, status, sweep
 from .spec import DISTRIBUTIONS, SweepSpec, Trial, bundled_specs, load_spec
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "SweepSpec",
     "Trial",
     "bundled_specs",
+    "failures",
     "load_spec",
     "open_sweep",
     "plot",

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import socket
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -125,18 +126,22 @@ def sweep(
     *,
     address: str | None = None,
     cpus_per_trial: int = 1,
+    minutes: float | None = None,
     verbose: int = 1,
-) -> list[str]:
-    """Run (or continue) the sweep of ``spec`` in ``out``; the one-line records of the trials
-    that failed. ``address``: a Ray cluster's (``ray start --head``), else a local Ray on
-    this machine's cores. Raises KeyboardInterrupt when Ctrl-C stopped it before every trial
-    ended."""
+) -> dict[str, str]:
+    """Run (or continue) the sweep of ``spec`` in ``out``; each trial's state (:func:`status`).
+    ``address``: a Ray cluster's (``ray start --head``), else a local Ray on this machine's
+    cores. ``minutes``: stop the trials after this long (a long sweep in parts: the same call
+    continues it). Raises KeyboardInterrupt when Ctrl-C stopped it before every trial ended."""
     import ray
     from ray import tune
 
     out = Path(out).resolve()
     if cpus_per_trial < 1:
         raise ConfigError(f"--cpus-per-trial must be at least 1 (got {cpus_per_trial})")
+    if minutes is not None and not minutes > 0:
+        raise ConfigError(f"--minutes must be positive (got {minutes})")
+    started = time.monotonic()
     if address:  # refused at once where nothing answers: Ray would retry for minutes
         _check_reachable(address)
     prepare(spec, out)
@@ -150,6 +155,7 @@ def sweep(
         tune.Tuner(
             trainable,
             param_space={"name": tune.grid_search(names)},
+            tune_config=tune.TuneConfig(time_budget_s=None if minutes is None else 60 * minutes),
             run_config=tune.RunConfig(
                 storage_path=str(out / ".tune"), name="sweep", verbose=verbose,
                 failure_config=tune.FailureConfig(max_failures=0),
@@ -157,9 +163,11 @@ def sweep(
         ).fit()  # fmt: skip
     finally:
         ray.shutdown()
-    if "pending" in status(spec, out).values():
+    states = status(spec, out)
+    budget_spent = minutes is not None and time.monotonic() - started >= 60 * minutes
+    if "pending" in states.values() and not budget_spent:
         raise KeyboardInterrupt
-    return failures(spec, out)
+    return states
 
 
 def failures(spec: SweepSpec, out: Path) -> list[str]:
