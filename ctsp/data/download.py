@@ -42,6 +42,7 @@ from .lookup import (
     _not_found,
     _required_files,
     cache_dir,
+    given,
     locate,
 )
 
@@ -129,7 +130,7 @@ def _find_or_download(name: str, data_dir: str | Path | None, download: bool) ->
     where = locate(name, data_dir)
     if where is not None:
         return where
-    if not download or (data_dir is not None and str(data_dir) != ""):
+    if not download or given(data_dir):
         raise _not_found(name, data_dir)
     return _download(name, None)
 

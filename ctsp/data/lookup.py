@@ -62,7 +62,7 @@ def locate(name: str, data_dir: str | Path | None = None) -> Path | None:
 def describe(data_dir: str | Path | None = None) -> list[tuple[str, str]]:
     """One short human-readable status line per dataset, as ``(name, status)`` pairs; a
     ``data_dir`` that is not a directory is refused (it is the only place looked in)."""
-    if data_dir is not None and str(data_dir) != "" and not Path(data_dir).expanduser().is_dir():
+    if given(data_dir) and not Path(data_dir).expanduser().is_dir():
         raise DataError(f"--data-dir {data_dir} is not a directory")
     rows: list[tuple[str, str]] = []
     for name in DATASET_NAMES:
@@ -74,7 +74,7 @@ def describe(data_dir: str | Path | None = None) -> list[tuple[str, str]]:
             status = f"found in {where}"
             if name == "cifar10" and _cifar_batch_dir(where) is None:
                 status += f" ({CIFAR_ARCHIVE}, extracted into the cache on first use)"
-        elif data_dir is not None and str(data_dir) != "":
+        elif given(data_dir):
             looked = ", ".join(str(d) for d in _candidates(name, data_dir))
             status = f"not in --data-dir {data_dir}; looked in {looked}"
         else:
@@ -89,6 +89,11 @@ def describe(data_dir: str | Path | None = None) -> list[tuple[str, str]]:
     return rows
 
 
+def given(data_dir: str | Path | None) -> bool:
+    """Whether the user named a data directory (the only place then looked in)."""
+    return data_dir is not None and str(data_dir) != ""
+
+
 def _check_name(name: str) -> None:
     if name not in DATASET_NAMES:
         raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
@@ -98,7 +103,7 @@ def _candidates(name: str, data_dir: str | Path | None) -> list[Path]:
     """The directories searched for ``name``, in order (without duplicates): only
     ``data_dir/<name>`` and ``data_dir`` when a ``data_dir`` is given (never a fall-back to the
     other places), else ``$CTSP_DATA``, the cache and the system roots."""
-    if data_dir is not None and str(data_dir) != "":
+    if given(data_dir):
         root = Path(data_dir).expanduser()
         return [root / name, root]
     dirs: list[Path] = []
@@ -160,7 +165,7 @@ def _not_found(name: str, data_dir: str | Path | None) -> DataError:
                 partial.append(f"{folder} lacks {', '.join(missing)}")
     looked = ", ".join(str(d) for d in candidates)
     note = f" ({'; '.join(partial)})" if partial else ""
-    if data_dir is not None and str(data_dir) != "":
+    if given(data_dir):
         what = (
             f"{CIFAR_ARCHIVE} (or its extracted {CIFAR_FOLDER}/ folder)"
             if name == "cifar10"

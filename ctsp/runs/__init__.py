@@ -24,6 +24,7 @@ from .loop import (
     progress_bar,
     resolve_device,
     selected_epoch,
+    selection,
 )
 from .results import Run, machine_line, markdown_table, open_run
 from .rundir import atomic_write, run_directory, save_netcdf, save_torch, write_text
@@ -61,6 +62,7 @@ __all__ = [
     "resolve_device",
     "run_directory",
     "selected_epoch",
+    "selection",
     "save_netcdf",
     "save_torch",
     "write_text",

@@ -53,12 +53,18 @@ class RunResult:
 
 
 def selected_epoch(metrics: xr.Dataset) -> int:
-    """The index along ``epoch`` of the selected model: the lowest validation error (the
-    first of equals), or the last epoch where the run held out no validation data. Never the
-    test error."""
+    """The index along ``epoch`` of a run's selected model (:func:`selection`)."""
+    return int(selection(metrics))
+
+
+def selection(metrics: xr.Dataset) -> xr.DataArray:
+    """The index along ``epoch`` of the selected model, for every run of ``metrics`` at once
+    (a run's metrics, or a sweep's with more dimensions): the lowest validation error (the
+    first of equals), or the last epoch a run trained where it held out no validation data.
+    Never the test error."""
     if "val_error" in metrics:
-        return int(metrics.val_error.fillna(np.inf).argmin("epoch"))
-    return metrics.sizes["epoch"] - 1
+        return metrics.val_error.fillna(np.inf).argmin("epoch")
+    return metrics.test_error.notnull().cumsum("epoch").argmax("epoch")
 
 
 def load_data(config: Any):

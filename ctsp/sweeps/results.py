@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import RunDirError
+from ..runs import selection
 from .runner import TRIALS, failures, load_saved_spec
 from .spec import SweepSpec, Trial
 
@@ -50,13 +51,10 @@ def open_sweep(path: str | Path) -> xr.Dataset:
 
 
 def selected(ds: xr.Dataset) -> tuple[xr.DataArray, str]:
-    """The test error at the selected epoch of every trial (``ctsp.runs.selected_epoch``, for
-    all trials at once), and what selected it."""
-    if "val_error" in ds:
-        chosen = ds.val_error.fillna(np.inf).argmin("epoch")
-        return ds.test_error.isel(epoch=chosen), "lowest validation error"
-    last = ds.test_error.notnull().cumsum("epoch").argmax("epoch")
-    return ds.test_error.isel(epoch=last), "final epoch (no validation split)"
+    """The test error at the selected epoch of every trial (``ctsp.runs.selection``), and what
+    selected it."""
+    how = "lowest validation error" if "val_error" in ds else "final epoch (no validation split)"
+    return ds.test_error.isel(epoch=selection(ds)), how
 
 
 def settings(path: str | Path) -> tuple[xr.Dataset, str]:
