@@ -102,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
         "--cpus-per-trial", type=int, default=1, metavar="N", help="CPUs (threads) per trial"
     )
     w.add_argument(
+        "--cpus",
+        type=int,
+        metavar="N",
+        help="CPUs of the local Ray (default: the usable cores; fewer leave some to other work)",
+    )
+    w.add_argument(
         "--minutes",
         type=float,
         metavar="M",
@@ -484,6 +490,14 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = show_warning
 
 
+def _importable(name: str) -> bool:
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
 def _sweep(args: argparse.Namespace) -> int:
     """``ctsp sweep SPEC --out DIR`` or ``ctsp sweep DIR --summary``."""
     from . import sweeps
@@ -499,16 +513,17 @@ def _sweep(args: argparse.Namespace) -> int:
     if not args.out:
         raise RunDirError("ctsp sweep SPEC needs --out DIR (the sweep's directory)")
     spec = sweeps.load_spec(args.spec)
-    try:
-        import ray  # noqa: F401
-    except ImportError:
+    needed = ["ray", *(["optuna"] if spec.search.get("algorithm") == "optuna" else [])]
+    missing = [name for name in needed if not _importable(name)]
+    if missing:
         raise ConfigError(
-            "ctsp sweep needs Ray Tune: pip install -e '.[sweep]' (or pip install 'ray[tune]')"
-        ) from None
+            f"ctsp sweep {args.spec} needs {' and '.join(missing)}: pip install -e '.[sweep]' "
+            "(or pip install 'ray[tune]' optuna)"
+        )
     try:
         states = sweeps.sweep(
-            spec, args.out, address=args.address, cpus_per_trial=args.cpus_per_trial,
-            minutes=args.minutes,
+            spec, args.out, address=args.address, cpus=args.cpus,
+            cpus_per_trial=args.cpus_per_trial, minutes=args.minutes,
         )  # fmt: skip
     except KeyboardInterrupt:
         raise RunInterrupted(
@@ -518,8 +533,9 @@ def _sweep(args: argparse.Namespace) -> int:
         ) from None
     for line in sweeps.failures(spec, Path(args.out)):
         print(f"ctsp: warning: {line}", file=sys.stderr)
-    n = {state: list(states.values()).count(state) for state in ("finished", "failed", "pending")}
+    n = {s: list(states.values()).count(s) for s in ("finished", "failed", "stopped", "pending")}
     done = f"sweep in {args.out}: {n['finished']} trials finished, {n['failed']} failed"
+    done += f", {n['stopped']} stopped early" if n["stopped"] else ""
     if n["pending"]:
         print(f"{done}, {n['pending']} to go: the {args.minutes:g} minutes are spent; run the "
               "same command again to continue it")  # fmt: skip

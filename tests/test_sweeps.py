@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -24,6 +25,22 @@ seeds = 2
 "train.epochs" = 3
 [grid]
 "train.lr" = [1e-3, 3e-3, -1.0]
+"""
+
+
+SEARCH = """
+command = "train"
+sample_seed = 3
+[set]
+"train.epochs" = 5
+"data.validation" = 200
+[random]
+samples = 4
+"train.lr" = { loguniform = [1e-5, 3e-3] }
+[search]
+algorithm = "optuna"
+scheduler = "asha"
+reduction_factor = 2
 """
 
 
@@ -66,11 +83,66 @@ def test_random_draws_are_seeded_by_the_spec(tmp_path):
         ),
         ('command = "train"\nepochs = 3', "unknown key 'epochs'"),
         ('command = "train"\n[set]\n"train.epochs" = 0', "invalid value for train.epochs"),
+        (
+            SEARCH.replace('"optuna"', '"hyperopt"'),
+            "invalid value for search.algorithm: 'hyperopt'",
+        ),
+        (
+            SEARCH.replace('"asha"', '"pbt"'),
+            "invalid value for search.scheduler: 'pbt'; valid: asha",
+        ),
+        (
+            "seeds = 2\n" + SEARCH,
+            "a search proposes settings of the \\[random\\] keys for one seed",
+        ),
+        (SEARCH + "grace_period = 0\n", "search.grace_period must be an integer >= 1"),
+        (SEARCH + "max_t = 3\n", "unknown \\[search\\] key 'max_t'"),
+        (SEARCH.replace('"data.validation" = 200', ""), "hold out data"),
     ],
 )
 def test_a_bad_spec_is_refused_in_one_line(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         load_spec(_spec(tmp_path, text))
+
+
+def test_a_search_sees_a_choice_as_the_index_of_its_values(tmp_path):
+    """A search algorithm's categories cannot be lists (the hidden layers' widths, a layer's
+    learning rates): it draws the index of a `choice`, and the trial gets the value."""
+    pytest.importorskip("optuna")
+    from ctsp.sweeps.search import _coded, _distributions
+
+    lr = '"train.lr" = { loguniform = [1e-5, 3e-3] }'
+    text = SEARCH.replace(lr, lr + '\n"model.hidden" = { choice = [[32, 32], [64]] }')
+    spec = load_spec(_spec(tmp_path, text))
+    params = {"train.lr": 1e-4, "model.hidden": [64]}
+    assert _coded(spec, params, encode=True) == {"train.lr": 1e-4, "model.hidden": 1}
+    assert _coded(spec, _coded(spec, params, encode=True), encode=False) == params
+    dist, args = _distributions(spec)["model.hidden"]
+    assert dist.optuna(*args).choices == (0, 1)
+
+
+def test_asha_records_the_trials_it_stops_before_their_last_epoch(tmp_path):
+    """The scheduler's decisions are Tune's ASHA; a STOP before the last epoch is recorded
+    (so that a rerun does not resume the trial), the STOP at the last epoch is not."""
+    pytest.importorskip("ray")
+    from types import SimpleNamespace
+
+    from ctsp.sweeps import METRIC, SCHEDULERS
+
+    spec = load_spec(_spec(tmp_path, SEARCH))
+    recorded = []
+    asha = SCHEDULERS["asha"](spec, 4, lambda config, result: recorded.append(
+        (config["name"], result["epoch"])))  # fmt: skip
+    asha.set_search_properties(METRIC, "min")
+    trials = [SimpleNamespace(trial_id=str(k), config={"name": f"t{k}"}) for k in range(3)]
+    for trial in trials:
+        asha.on_trial_add(None, trial)
+    epoch = {"epoch": 1, "training_iteration": 1}
+    decisions = [asha.on_trial_result(None, t, {**epoch, METRIC: v})
+                 for t, v in zip(trials, [0.5, 0.2, 0.9], strict=True)]  # fmt: skip
+    assert decisions == ["CONTINUE", "CONTINUE", "STOP"] and recorded == [("t2", 1)]
+    last = {"epoch": 4, "training_iteration": 4, METRIC: 0.1}
+    assert asha.on_trial_result(None, trials[1], last) == "STOP" and recorded == [("t2", 1)]
 
 
 # ---------------------------------------------------------------------------- on Ray (slow)
@@ -242,6 +314,14 @@ def test_the_sweep_command_refuses_in_one_line(tmp_path, monkeypatch, capsys):
             assert main(argv) in (1, 2)
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("ctsp: error: ") and message in err, err
+    if importlib.util.find_spec("ray"):  # checked before Ray starts
+        for argv, message in [
+            (["--cpus", "99"], "--cpus must lie between --cpus-per-trial (1) and this machine's"),
+            (["--cpus", "2", "--address", "127.0.0.1:1"], "--cpus sizes a local Ray"),
+        ]:
+            assert main(["sweep", str(spec), "--out", str(tmp_path / "d"), *argv]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and message in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]  # nothing written
 
 
@@ -271,3 +351,41 @@ def test_a_sweep_in_parts_of_a_few_minutes_finishes_when_rerun(tmp_path):
     _, err = rest.communicate(timeout=600)
     assert rest.returncode == 0, err
     assert set(status(load_spec(spec), out).values()) == {"finished"}
+
+
+@pytest.mark.slow
+def test_a_search_resumes_the_interrupted_trials_and_keeps_the_stopped_ones(tmp_path):
+    """Optuna proposes the trials, ASHA stops some: after SIGINT, the rerun proposes the
+    interrupted trials again first (they resume from their checkpoints) until `samples` trials
+    have ended; a stopped trial keeps its epochs and its record; a third run changes nothing."""
+    pytest.importorskip("optuna")
+    spec_path, out = _spec(tmp_path, SEARCH), tmp_path / "out"
+    proc = _sweep(spec_path, out)
+    _wait_for_epochs(out, proc, 2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    spec = load_spec(spec_path)
+    before = status(spec, out)
+    interrupted = [n for n, s in before.items() if s == "pending" and "=" in n]
+    assert interrupted, before
+    again = _sweep(spec_path, out)
+    stdout, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    after = status(spec, out)
+    assert len(after) == 4 and set(after.values()) <= {"finished", "stopped"}, after
+    assert set(interrupted) <= set(after)  # proposed again, under the same names
+    for name, state in after.items():
+        epochs = xr.load_dataset(out / "trials" / name / "metrics.nc").sizes["epoch"]
+        record = out / "trials" / f"{name}.stopped"
+        assert (epochs < 5) == (state == "stopped") == record.is_file(), (name, epochs)
+        if state == "stopped":
+            assert record.read_text().startswith(f"stopped by asha after epoch {epochs} (")
+    ds = open_sweep(out)
+    assert ds.test_error.dims == ("sample", "seed", "epoch") and ds.sizes["sample"] == 4
+    assert "train.lr" in ds.coords and ds["train.lr"].dims == ("sample",)
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("trials/**/*") if p.is_file()}
+    third = _sweep(spec_path, out)
+    _, err = third.communicate(timeout=600)
+    assert third.returncode == 0, err
+    assert {p: p.stat().st_mtime_ns for p in out.glob("trials/**/*") if p.is_file()} == stamps

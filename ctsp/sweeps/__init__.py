@@ -3,7 +3,9 @@
 - :func:`load_spec`, :class:`SweepSpec`, :class:`Trial` (``spec``): the sweep's spec and the
   trials it stands for;
 - :func:`sweep` (``runner``): run or continue a sweep in a directory, every trial an ordinary
-  ctsp run directory under ``DIR/trials``;
+  ctsp run directory under ``DIR/trials``; :func:`trials`, :func:`status`;
+- ``SEARCHERS``, ``SCHEDULERS`` (``search``): a ``[search]``'s algorithm and scheduler, Ray
+  Tune's own, minimising :data:`METRIC`;
 - :func:`open_sweep`, :func:`summary`, :func:`plot` (``results``): the trials as one xarray
   Dataset with the swept keys and the seed as dimensions, and the test error at the
   validation-selected epoch, mean ± sd over seeds.
@@ -12,11 +14,15 @@ Ray is an optional extra (``pip install -e '.[sweep]'``); only :func:`sweep` nee
 """
 
 from .results import open_sweep, plot, settings, summary
-from .runner import SPEC_FILE, failures, status, sweep
+from .runner import SPEC_FILE, failures, status, stops, sweep, trials
+from .search import METRIC, SCHEDULERS, SEARCHERS
 from .spec import DISTRIBUTIONS, SweepSpec, Trial, bundled_specs, load_spec
 
 __all__ = [
     "DISTRIBUTIONS",
+    "METRIC",
+    "SCHEDULERS",
+    "SEARCHERS",
     "SPEC_FILE",
     "SweepSpec",
     "Trial",
@@ -27,6 +33,8 @@ __all__ = [
     "plot",
     "settings",
     "status",
+    "stops",
     "summary",
     "sweep",
+    "trials",
 ]

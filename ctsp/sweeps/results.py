@@ -2,10 +2,12 @@
 
 :func:`open_sweep` stacks the trials' ``metrics.nc`` with the swept grid keys and ``seed`` as
 dimensions beside ``epoch`` (a ``[random]`` spec adds a dimension ``sample``, its keys as
-coordinates along it); a trial not run or failed is NaN. :func:`summary` selects, for every
-setting and seed, the epoch with the lowest validation error (the final epoch where the runs
-hold out no validation data; never the test error) and gives the test error there as mean ± sd
-over the seeds: a markdown table, and a figure of the test error against each swept key.
+coordinates along it; so does a search, along its proposals' numbers); a trial
+not run or failed is NaN, and so are the epochs after a trial the scheduler stopped.
+:func:`summary` selects, for every setting and seed, the epoch with the lowest validation error
+(the final epoch where the runs hold out no validation data; never the test error) and gives the
+test error there as mean ± sd over the seeds: a markdown table, and a figure of the test error
+against each swept key.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import xarray as xr
 
 from ..errors import RunDirError
 from ..runs import selection
-from .runner import TRIALS, failures, load_saved_spec
+from .runner import TRIALS, failures, load_saved_spec, stops, trials
 from .spec import SweepSpec, Trial
 
 
@@ -39,7 +41,7 @@ def open_sweep(path: str | Path) -> xr.Dataset:
     spec = load_saved_spec(path)
     parts = [
         _trial_dataset(spec, t, path / TRIALS / t.name / "metrics.nc")
-        for t in spec.trials()
+        for t in trials(spec, path)
         if (path / TRIALS / t.name / "metrics.nc").is_file()
     ]
     if not parts:
@@ -79,7 +81,8 @@ def summary(path: str | Path) -> list[str]:
     from ..runs import markdown_table
 
     flat, how = settings(path)
-    keys = load_saved_spec(Path(path)).swept()
+    spec = load_saved_spec(Path(path))
+    keys = spec.swept()
     rows = []
     for k in range(flat.sizes["setting"]):
         s = flat.isel(setting=k)
@@ -87,18 +90,19 @@ def summary(path: str | Path) -> list[str]:
         rows.append([*(_cell(s[key].values) for key in keys), f"{float(s['mean']):.2%}", sd,
                      int(s.n)])  # fmt: skip
     header = [*keys, "test error (mean)", "sd", "seeds"]
-    failed = failures(load_saved_spec(Path(path)), Path(path))
+    failed, stopped = failures(spec, Path(path)), stops(spec, Path(path))
     return [
         f"Sweep {Path(path)}: {flat.attrs['config']} with {flat.attrs['swept'] or 'no key'} "
         f"swept; the test error at the epoch of the {how}, over seeds",
         "",
         *markdown_table(header, rows),
-        *(
-            ["", f"{len(failed)} trial(s) failed:", *(f"- {line}" for line in failed)]
-            if failed
-            else []
-        ),
+        *_listed(failed, "failed"),
+        *_listed(stopped, "stopped early"),
     ]
+
+
+def _listed(lines: list[str], what: str) -> list[str]:
+    return ["", f"{len(lines)} trial(s) {what}:", *(f"- {line}" for line in lines)] if lines else []
 
 
 def _cell(value) -> str:

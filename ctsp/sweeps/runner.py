@@ -10,13 +10,17 @@ trained), resumes interrupted ones from their checkpoints and runs the rest, so 
 by Ctrl-C, a killed driver or a lost node ends, when rerun, as an uninterrupted one. A trial
 that fails (a bad value, a diverging setting) leaves ``DIR/trials/<name>.failed`` with its one
 line; the others go on, and the driver prints one line per failed trial at the end.
+
+With a ``[search]`` (``ctsp.sweeps.search``), a search algorithm proposes the trials as it goes
+(each recorded as ``DIR/trials/<name>.json`` when it starts) and a scheduler may stop trials
+early (``DIR/trials/<name>.stopped``, its one line): a rerun keeps stopped trials as they are.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import os
 import socket
 import time
 from dataclasses import asdict
@@ -25,11 +29,14 @@ from pathlib import Path
 import xarray as xr
 
 from ..errors import ConfigError, CtspError, RunDirError, WorkerError
-from .spec import SweepSpec
+from .search import METRIC, SCHEDULERS, searcher
+from .spec import SweepSpec, Trial
 
 SPEC_FILE = "sweep.json"  # the spec a sweep directory was made for
 TRIALS = "trials"
 FAILED = ".failed"  # suffix of a failed trial's one-line record
+STOPPED = ".stopped"  # suffix of the record of a trial the scheduler stopped early
+PROPOSED = ".json"  # suffix of a searched trial's record: its params, seed and number
 
 
 def _reporter(path: Path):
@@ -46,26 +53,49 @@ def _reporter(path: Path):
         with xr.open_dataset(metrics, engine="scipy") as ds:
             scalars = [v for v in ds.data_vars if ds[v].dims == ("epoch",)]
             rows = ds[scalars].isel(epoch=slice(seen, None)).load()
+        best = float(rows.val_error.min()) if "val_error" in rows else None
         for k in range(rows.sizes["epoch"]):
             row = rows.isel(epoch=k)
-            tune.report({"epoch": int(row.epoch), **{v: float(row[v]) for v in scalars}})
+            values = {v: float(row[v]) for v in scalars}
+            if best is not None:
+                values[METRIC] = best = min(best, values["val_error"])
+            tune.report({"epoch": int(row.epoch), **values})
         seen += rows.sizes["epoch"]
 
     return report
 
 
+def trial_of(spec: SweepSpec, params: dict) -> Trial:
+    """The trial of Tune's config ``params``: ``{"name": …}`` for a trial the spec lists, the
+    swept keys' values for one a search proposed."""
+    if "name" in params:
+        return {t.name: t for t in spec.trials()}[params["name"]]
+    return Trial({k: params[k] for k in spec.random}, spec.base().seed, params["sample"])
+
+
+def _record(path: Path, trial: Trial) -> None:
+    """Record a searched trial (``<name>.json``) the first time it starts."""
+    record = path.with_name(trial.name + PROPOSED)
+    if not record.is_file():
+        record.write_text(json.dumps(asdict(trial)))
+
+
 def run_trial(params: dict, spec: SweepSpec, root: str, cpus: int) -> None:
-    """Tune's trainable: the trial named ``params["name"]`` into ``root/trials/<name>``."""
+    """Tune's trainable: the trial of ``params`` (:func:`trial_of`) into
+    ``root/trials/<name>``; a finished or stopped trial reports its epochs again."""
     from .. import app
 
-    trial = {t.name: t for t in spec.trials()}[params["name"]]
+    trial = trial_of(spec, params)
     path = Path(root) / TRIALS / trial.name
     failed = path.with_name(trial.name + FAILED)
     failed.unlink(missing_ok=True)
+    if spec.searched:
+        _record(path, trial)
     report = _reporter(path)
     try:
         config = spec.config_of(trial, threads=cpus)
-        if _finished(path, config.train.epochs):
+        stopped = path.with_name(trial.name + STOPPED).is_file()
+        if stopped or _finished(path, config.train.epochs):
             report()
             return
         resume = (path / "checkpoint.pt").is_file()
@@ -86,13 +116,24 @@ def _finished(path: Path, epochs: int) -> bool:
         return ds.sizes.get("epoch", 0) >= epochs
 
 
+def trials(spec: SweepSpec, out: Path) -> list[Trial]:
+    """The sweep's trials: the spec's, or those a search has started so far (in the order it
+    proposed them)."""
+    if not spec.searched:
+        return spec.trials()
+    records = [json.loads(p.read_text()) for p in (Path(out) / TRIALS).glob("*" + PROPOSED)]
+    return sorted((Trial(**r) for r in records), key=lambda t: t.sample)
+
+
 def status(spec: SweepSpec, out: Path) -> dict[str, str]:
-    """Each trial's name -> "finished", "failed" or "pending" (not run, or interrupted)."""
+    """Each trial's name -> "finished", "failed", "stopped" (early, by the scheduler) or
+    "pending" (not run, or interrupted)."""
     states = {}
-    for trial in spec.trials():
+    for trial in trials(spec, out):
         path = out / TRIALS / trial.name
-        if path.with_name(trial.name + FAILED).is_file():
-            states[trial.name] = "failed"
+        ended = [s for s in (FAILED, STOPPED) if path.with_name(trial.name + s).is_file()]
+        if ended:
+            states[trial.name] = ended[0].lstrip(".")
             continue
         try:
             epochs = spec.config_of(trial).train.epochs
@@ -100,6 +141,8 @@ def status(spec: SweepSpec, out: Path) -> dict[str, str]:
             states[trial.name] = "pending"
             continue
         states[trial.name] = "finished" if _finished(path, epochs) else "pending"
+    for k in range(len(states), spec.samples if spec.searched else 0):
+        states[f"proposal {k + 1} of {spec.samples}"] = "pending"  # not proposed yet
     return states
 
 
@@ -125,42 +168,46 @@ def sweep(
     out: str | Path,
     *,
     address: str | None = None,
+    cpus: int | None = None,
     cpus_per_trial: int = 1,
     minutes: float | None = None,
     verbose: int = 1,
 ) -> dict[str, str]:
     """Run (or continue) the sweep of ``spec`` in ``out``; each trial's state (:func:`status`).
-    ``address``: a Ray cluster's (``ray start --head``), else a local Ray on this machine's
-    cores. ``minutes``: stop the trials after this long (a long sweep in parts: the same call
-    continues it). Raises KeyboardInterrupt when Ctrl-C stopped it before every trial ended."""
+    ``address``: a Ray cluster's (``ray start --head``), else a local Ray on ``cpus`` of this
+    machine's cores (default: all usable). ``minutes``: stop the trials after this long (a long
+    sweep in parts: the same call continues it). Raises KeyboardInterrupt when Ctrl-C stopped
+    it before every trial ended."""
     import ray
     from ray import tune
 
     out = Path(out).resolve()
     if cpus_per_trial < 1:
         raise ConfigError(f"--cpus-per-trial must be at least 1 (got {cpus_per_trial})")
+    cpus = _local_cpus(cpus, address, cpus_per_trial)
     if minutes is not None and not minutes > 0:
         raise ConfigError(f"--minutes must be positive (got {minutes})")
     started = time.monotonic()
     if address:  # refused at once where nothing answers: Ray would retry for minutes
         _check_reachable(address)
     prepare(spec, out)
-    names = [t.name for t in spec.trials()]
-    _start_ray(address)
+    _start_ray(address, cpus)
     try:
-        trainable = tune.with_resources(
-            tune.with_parameters(run_trial, spec=spec, root=str(out), cpus=cpus_per_trial),
-            {"cpu": cpus_per_trial},
-        )
-        tune.Tuner(
-            trainable,
-            param_space={"name": tune.grid_search(names)},
-            tune_config=tune.TuneConfig(time_budget_s=None if minutes is None else 60 * minutes),
-            run_config=tune.RunConfig(
-                storage_path=str(out / ".tune"), name="sweep", verbose=verbose,
-                failure_config=tune.FailureConfig(max_failures=0),
-            ),
-        ).fit()  # fmt: skip
+        slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_trial)
+        budget = None if minutes is None else 60 * minutes
+        tune_config, param_space = _tune_config(spec, out, slots, budget)
+        if tune_config is not None:
+            trainable = tune.with_resources(
+                tune.with_parameters(run_trial, spec=spec, root=str(out), cpus=cpus_per_trial),
+                {"cpu": cpus_per_trial},
+            )
+            tune.Tuner(
+                trainable, param_space=param_space, tune_config=tune_config,
+                run_config=tune.RunConfig(
+                    storage_path=str(out / ".tune"), name="sweep", verbose=verbose,
+                    failure_config=tune.FailureConfig(max_failures=0),
+                ),
+            ).fit()  # fmt: skip
     finally:
         ray.shutdown()
     states = status(spec, out)
@@ -170,19 +217,97 @@ def sweep(
     return states
 
 
+def _tune_config(spec: SweepSpec, out: Path, slots: int, budget: float | None):
+    """Tune's config and param space for what is left of the sweep (``None``: nothing is),
+    ``slots`` trials at once, stopping after ``budget`` seconds."""
+    from ray import tune
+
+    kwargs: dict = {"time_budget_s": budget}
+    if spec.search:
+        kwargs.update(metric=METRIC, mode="min")
+    if "scheduler" in spec.search:
+        epochs = [spec.base().train.epochs, *spec.grid.get("train.epochs", [])]
+        on_stop = functools.partial(_stopped, spec, out)
+        kwargs["scheduler"] = SCHEDULERS[spec.search["scheduler"]](spec, max(epochs), on_stop)
+    if not spec.searched:
+        names = [t.name for t in spec.trials()]
+        return tune.TuneConfig(**kwargs), {"name": tune.grid_search(names)}
+    ended, again = _so_far(spec, out)
+    if len(ended) >= spec.samples:
+        return None, {}
+    proposals = searcher(spec, ended, again, slots)
+    return tune.TuneConfig(search_alg=proposals, num_samples=spec.samples - len(ended),
+                           **kwargs), {}  # fmt: skip
+
+
+def _so_far(spec: SweepSpec, out: Path) -> tuple[dict, dict]:
+    """A search's trials that ended, proposal number -> (params, lowest validation error or
+    None where it failed), and those to propose again (interrupted), number -> params."""
+    states = status(spec, out)
+    ended, again = {}, {}
+    for trial in trials(spec, out):
+        state = states[trial.name]
+        if state == "pending":
+            again[trial.sample] = trial.params
+            continue
+        metrics = out / TRIALS / trial.name / "metrics.nc"
+        value = None
+        if state != "failed" and metrics.is_file():
+            with xr.open_dataset(metrics, engine="scipy") as ds:
+                value = float(ds.val_error.min())
+        ended[trial.sample] = (trial.params, value)
+    return ended, again
+
+
+def _stopped(spec: SweepSpec, out: Path, params: dict, result: dict) -> None:
+    """Record that the scheduler stopped the trial of ``params`` after ``result``'s epoch."""
+    trial = trial_of(spec, params)
+    (out / TRIALS / (trial.name + STOPPED)).write_text(
+        f"stopped by {spec.search['scheduler']} after epoch {result['epoch']} (lowest "
+        f"validation error {result[METRIC]:.2%})\n"
+    )
+
+
+def _ended(spec: SweepSpec, out: Path, suffix: str, verb: str) -> list[str]:
+    records = [(t.name, Path(out) / TRIALS / (t.name + suffix)) for t in trials(spec, out)]
+    return [f"trial {n} {verb}: {r.read_text().strip()}" for n, r in records if r.is_file()]
+
+
 def failures(spec: SweepSpec, out: Path) -> list[str]:
     """One line per failed trial, ``trial NAME failed: MESSAGE``, in the sweep's order."""
-    records = [(t.name, Path(out) / TRIALS / (t.name + FAILED)) for t in spec.trials()]
-    return [f"trial {n} failed: {r.read_text().strip()}" for n, r in records if r.is_file()]
+    return _ended(spec, out, FAILED, "failed")
 
 
-def _start_ray(address: str | None) -> None:
+def stops(spec: SweepSpec, out: Path) -> list[str]:
+    """One line per trial the scheduler stopped early, ``trial NAME: stopped by …``."""
+    return _ended(spec, out, STOPPED, "ended early")
+
+
+def _local_cpus(cpus: int | None, address: str | None, per_trial: int) -> int | None:
+    """The local Ray's CPUs (``None`` with an address: the cluster's own), checked."""
+    from ..runs.threads import usable_cores
+
+    if address:
+        if cpus is not None:
+            raise ConfigError("--cpus sizes a local Ray: a cluster (--address) has its own CPUs")
+        return None
+    cores = usable_cores()
+    cpus = cores if cpus is None else cpus
+    if not per_trial <= cpus <= cores:
+        raise ConfigError(
+            f"--cpus must lie between --cpus-per-trial ({per_trial}) and this machine's usable "
+            f"cores ({cores}) (got {cpus})"
+        )
+    return cpus
+
+
+def _start_ray(address: str | None, cpus: int | None) -> None:
     """A local Ray on this machine's cores, or the cluster at ``address`` (one-line errors)."""
     import ray
 
     try:
         ray.init(
-            address=address, num_cpus=None if address else os.cpu_count(),
+            address=address, num_cpus=cpus,
             include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
         )  # fmt: skip
     except (ConnectionError, ray.exceptions.RayError, ValueError) as e:

@@ -14,17 +14,26 @@ A spec names the command, a base config, the keys it fixes, the keys it sweeps a
     [random]                        # `samples` draws of each key from its distribution
     samples = 4
     "train.beta" = { loguniform = [0.1, 1.0] }    # uniform, loguniform, randint, choice
+    [search]                        # optional, Ray Tune's own (``ctsp.sweeps.search``)
+    algorithm = "optuna"            # propose the `samples` settings of the [random] keys in
+                                    # turn, each from the results so far, instead of drawing them
+    scheduler = "asha"              # stop trials whose validation error trails (ASHA)
+    grace_period = 2                # epochs every trial runs before it may be stopped
+    reduction_factor = 3            # 1 / the fraction of trials that go on at each rung
 
 A trial is one setting (a grid point and, with ``[random]``, a draw) with one seed; its name
 lists the swept keys and the seed (``train.lr=0.001,seed=1``) and is its run directory's name
 under ``DIR/trials``. The trials are a function of the spec alone (the draws seeded by
-``sample_seed``), so a sweep run again on its directory finds the same trials.
+``sample_seed``), so a sweep run again on its directory finds the same trials. A search's
+trials are not: the algorithm proposes them as results come in (seeded by ``sample_seed``), so
+a search has one seed and no grid, and its directory records the trials proposed so far.
 """
 
 from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,28 +44,50 @@ from ..config import ROOTS, describe, load
 from ..errors import ConfigError
 from ..registry import Registry
 
-SPEC_KEYS = ("command", "config", "seeds", "sample_seed", "set", "grid", "random")
+SPEC_KEYS = ("command", "config", "seeds", "sample_seed", "set", "grid", "random", "search")
+SEARCH_KEYS = ("algorithm", "scheduler", "grace_period", "reduction_factor")
 
 
-def _uniform(rng: np.random.Generator, low: float, high: float) -> float:
-    return float(rng.uniform(low, high))
+@dataclass(frozen=True)
+class Distribution:
+    """A ``[random]`` distribution: ``draw(rng, *args)`` a value with numpy, ``optuna(*args)``
+    the same distribution for a search algorithm (an ``optuna.distributions`` object).
+    ``indexed``: the search algorithm draws the index of one of ``args`` (the values may be
+    lists, which a search algorithm's categories cannot be)."""
+
+    draw: Callable[..., Any]
+    optuna: Callable[..., Any]
+    indexed: bool = False
 
 
-def _loguniform(rng: np.random.Generator, low: float, high: float) -> float:
-    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+def _optuna(name: str, **fixed) -> Callable[..., Any]:
+    def make(*args):
+        import optuna.distributions as od
+
+        return getattr(od, name)(*args, **fixed)
+
+    return make
 
 
-def _randint(rng: np.random.Generator, low: int, high: int) -> int:
-    return int(rng.integers(low, high, endpoint=True))
-
-
-DISTRIBUTIONS: Registry = Registry(
+DISTRIBUTIONS: Registry[Distribution] = Registry(
     "distribution",
     {
-        "uniform": _uniform,  # [low, high]
-        "loguniform": _loguniform,  # [low, high], both > 0
-        "randint": _randint,  # [low, high], both included
-        "choice": lambda rng, *values: values[int(rng.integers(len(values)))],
+        "uniform": Distribution(  # [low, high]
+            lambda rng, low, high: float(rng.uniform(low, high)), _optuna("FloatDistribution")
+        ),
+        "loguniform": Distribution(  # [low, high], both > 0
+            lambda rng, low, high: float(math.exp(rng.uniform(math.log(low), math.log(high)))),
+            _optuna("FloatDistribution", log=True),
+        ),
+        "randint": Distribution(  # [low, high], both included
+            lambda rng, low, high: int(rng.integers(low, high, endpoint=True)),
+            _optuna("IntDistribution"),
+        ),
+        "choice": Distribution(  # one of the values
+            lambda rng, *values: values[int(rng.integers(len(values)))],
+            lambda *values: _optuna("CategoricalDistribution")(list(range(len(values)))),
+            indexed=True,
+        ),
     },
 )
 
@@ -100,6 +131,7 @@ class SweepSpec:
     grid: dict[str, list] = field(default_factory=dict)
     random: dict[str, dict] = field(default_factory=dict)
     samples: int = 0
+    search: dict[str, Any] = field(default_factory=dict)
 
     def base(self):
         """The base config with the ``[set]`` keys applied."""
@@ -120,8 +152,16 @@ class SweepSpec:
         """The swept keys: the grid's, then the random ones."""
         return [*self.grid, *self.random]
 
+    @property
+    def searched(self) -> bool:
+        """Whether a search algorithm proposes the trials (none are known in advance)."""
+        return "algorithm" in self.search
+
     def trials(self) -> list[Trial]:
-        """Every trial, settings in order (the grid's last key fastest), seeds innermost."""
+        """Every trial, settings in order (the grid's last key fastest), seeds innermost; none
+        for a search (its trials are proposed as it runs: ``runner.trials``)."""
+        if self.searched:
+            return []
         first = self.base().seed
         points = [dict(zip(self.grid, values, strict=True)) for values in _product(self.grid)]
         draws: list[tuple[int | None, dict]] = [(None, {})]
@@ -148,7 +188,7 @@ def _product(grid: dict[str, list]) -> list[tuple]:
 
 def _draw(rng: np.random.Generator, key: str, dist: dict) -> Any:
     ((name, args),) = dist.items()
-    return DISTRIBUTIONS[name](rng, *args)
+    return DISTRIBUTIONS[name].draw(rng, *args)
 
 
 BUNDLED = Path(__file__).parent.parent / "configs" / "sweeps"
@@ -189,7 +229,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     samples = random.pop("samples", 0)
     spec = SweepSpec(
         command, config, raw.get("seeds", 1), raw.get("sample_seed", 0), dict(raw.get("set", {})),
-        dict(raw.get("grid", {})), random, samples,
+        dict(raw.get("grid", {})), random, samples, dict(raw.get("search", {})),
     )  # fmt: skip
     _check(spec, path)
     return spec
@@ -218,4 +258,35 @@ def _check(spec: SweepSpec, path: Path) -> None:
         DISTRIBUTIONS.check(name, f"{key}'s distribution")
         if not isinstance(args, list):
             raise ConfigError(f"{path}: {key!r}: {name} needs a list of arguments")
-    spec.base()  # the base config and the [set] keys are valid
+    base = spec.base()  # the base config and the [set] keys are valid
+    _check_search(spec, path, base)
+
+
+def _check_search(spec: SweepSpec, path: Path, base) -> None:
+    from .search import SCHEDULERS, SEARCHERS
+
+    unknown = [k for k in spec.search if k not in SEARCH_KEYS]
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown [search] key {unknown[0]!r}; valid: {', '.join(SEARCH_KEYS)}"
+        )
+    if "algorithm" in spec.search:
+        SEARCHERS.check(spec.search["algorithm"], "search.algorithm")
+        if spec.grid or spec.seeds != 1 or not spec.random:
+            raise ConfigError(
+                f"{path}: a search proposes settings of the [random] keys for one seed: give "
+                "[random] keys and no [grid] or seeds (run the best setting over seeds in a sweep "
+                "of its own)"
+            )
+    if "scheduler" in spec.search:
+        SCHEDULERS.check(spec.search["scheduler"], "search.scheduler")
+    for key in ("grace_period", "reduction_factor"):
+        value = spec.search.get(key, 2)
+        if not (isinstance(value, int) and value >= (1 if key == "grace_period" else 2)):
+            raise ConfigError(f"{path}: search.{key} must be an integer >= "
+                              f"{1 if key == 'grace_period' else 2} (got {value!r})")  # fmt: skip
+    if spec.search and base.data.validation == 0:
+        raise ConfigError(
+            f"{path}: [search] selects on the validation error: hold out data with "
+            '"data.validation" = N in [set]'
+        )
