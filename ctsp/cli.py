@@ -378,7 +378,9 @@ def _sweep_specs() -> None:
     for name in bundled_specs():
         spec = load_spec(name)
         keys = ", ".join(spec.swept()) or "-"
-        print(f"{name}  {spec.command}  {keys}  {spec.seeds} seeds  {len(spec.trials())} trials")
+        n = f"{spec.samples} trials proposed by {spec.search['algorithm']}" if spec.searched else (
+            f"{len(spec.trials())} trials")  # fmt: skip
+        print(f"{name}  {spec.command}  {keys}  {spec.seeds} seeds  {n}")
 
 
 def _duration(seconds: float | None) -> str:

@@ -138,6 +138,7 @@ def test_configs_lists_each_bundled_config_with_its_dataset_network_epochs_and_t
         r"vgg8b-fmnist +fashion-mnist +vgg8b x1, fc 1024, sigprop +100 +\d", lines["vgg8b-fmnist"]
     )
     assert lines["digits-lr"] == "digits-lr  train  train.lr  2 seeds  4 trials"  # ctsp sweep
+    assert lines["fmnist-2x1500-search"].endswith("1 seeds  16 trials proposed by optuna")
     assert out.startswith("est. time: benchmarks/config_times.py on x86_64")  # times.json
 
 
