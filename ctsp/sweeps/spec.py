@@ -45,7 +45,8 @@ from ..errors import ConfigError
 from ..registry import Registry
 
 SPEC_KEYS = ("command", "config", "seeds", "sample_seed", "set", "grid", "random", "search")
-SEARCH_KEYS = ("algorithm", "scheduler", "grace_period", "reduction_factor")
+SEARCH_INTEGERS = {"grace_period": 1, "reduction_factor": 2}  # each with its least value
+SEARCH_KEYS = ("algorithm", "scheduler", *SEARCH_INTEGERS)
 
 
 @dataclass(frozen=True)
@@ -242,24 +243,31 @@ def _check(spec: SweepSpec, path: Path) -> None:
             raise ConfigError(f"{path}: {key!r} is not a `ctsp {spec.command}` config key")
         if key == "seed":
             raise ConfigError(f"{path}: the seed is swept by `seeds = N`, not as a key")
-    if not (isinstance(spec.seeds, int) and spec.seeds >= 1):
-        raise ConfigError(f"{path}: seeds must be an integer >= 1 (got {spec.seeds!r})")
+    _integer(spec.seeds, 1, "seeds", path)
     for key, values in spec.grid.items():
         if not (isinstance(values, list) and values):
             raise ConfigError(f"{path}: grid key {key!r} needs a non-empty list of values")
     if spec.random and not (isinstance(spec.samples, int) and spec.samples >= 1):
         raise ConfigError(f"{path}: [random] needs samples = N (an integer >= 1)")
     for key, dist in spec.random.items():
-        if not (isinstance(dist, dict) and len(dist) == 1):
-            raise ConfigError(
-                f"{path}: random key {key!r} needs one distribution, e.g. {{ uniform = [0, 1] }}"
-            )
-        ((name, args),) = dist.items()
-        DISTRIBUTIONS.check(name, f"{key}'s distribution")
-        if not isinstance(args, list):
-            raise ConfigError(f"{path}: {key!r}: {name} needs a list of arguments")
-    base = spec.base()  # the base config and the [set] keys are valid
-    _check_search(spec, path, base)
+        _check_distribution(key, dist, path)
+    _check_search(spec, path, spec.base())  # spec.base(): the config and [set] keys are valid
+
+
+def _integer(value: Any, least: int, what: str, path: Path) -> None:
+    if not (isinstance(value, int) and value >= least):
+        raise ConfigError(f"{path}: {what} must be an integer >= {least} (got {value!r})")
+
+
+def _check_distribution(key: str, dist: Any, path: Path) -> None:
+    if not (isinstance(dist, dict) and len(dist) == 1):
+        raise ConfigError(
+            f"{path}: random key {key!r} needs one distribution, e.g. {{ uniform = [0, 1] }}"
+        )
+    ((name, args),) = dist.items()
+    DISTRIBUTIONS.check(name, f"{key}'s distribution")
+    if not isinstance(args, list):
+        raise ConfigError(f"{path}: {key!r}: {name} needs a list of arguments")
 
 
 def _check_search(spec: SweepSpec, path: Path, base) -> None:
@@ -270,7 +278,7 @@ def _check_search(spec: SweepSpec, path: Path, base) -> None:
         raise ConfigError(
             f"{path}: unknown [search] key {unknown[0]!r}; valid: {', '.join(SEARCH_KEYS)}"
         )
-    if "algorithm" in spec.search:
+    if spec.searched:
         SEARCHERS.check(spec.search["algorithm"], "search.algorithm")
         if spec.grid or spec.seeds != 1 or not spec.random:
             raise ConfigError(
@@ -280,11 +288,8 @@ def _check_search(spec: SweepSpec, path: Path, base) -> None:
             )
     if "scheduler" in spec.search:
         SCHEDULERS.check(spec.search["scheduler"], "search.scheduler")
-    for key in ("grace_period", "reduction_factor"):
-        value = spec.search.get(key, 2)
-        if not (isinstance(value, int) and value >= (1 if key == "grace_period" else 2)):
-            raise ConfigError(f"{path}: search.{key} must be an integer >= "
-                              f"{1 if key == 'grace_period' else 2} (got {value!r})")  # fmt: skip
+    for key, least in SEARCH_INTEGERS.items():
+        _integer(spec.search.get(key, least), least, f"search.{key}", path)
     if spec.search and base.data.validation == 0:
         raise ConfigError(
             f"{path}: [search] selects on the validation error: hold out data with "
