@@ -41,7 +41,14 @@ import torch
 import xarray as xr
 
 from ctsp.config import RunConfig
-from ctsp.continuous import SOLVERS, Trainer, population_names, step_count
+from ctsp.continuous import (
+    SOLVERS,
+    RelaxSpec,
+    Trainer,
+    population_names,
+    relaxation_dataset,
+    step_count,
+)
 from ctsp.errors import ConfigError, RunDirError
 from ctsp.runs import Recorder, files, save_netcdf
 
@@ -104,18 +111,14 @@ def record(
         pops = {name: pops[name] for name in populations}
     x, y = x.to(trainer.device), y.to(trainer.device)
     current = net.input_current(x)
-    s = config.solver
-    method = recording_method(config)
-    free = trainer.relax_phase(
-        current, net.zero_state(x.shape[0]), 0.0, None, s.free_duration, stride, method
-    )
+    recorded = {"record_every": stride, "method": recording_method(config)}
+    free_spec, clamped_spec = (spec.but(**recorded) for spec in RelaxSpec.phases(config.solver))
+    free = trainer.relax_phase(current, net.zero_state(x.shape[0]), 0.0, None, free_spec)
     target = torch.nn.functional.one_hot(y, net.sizes[-1]).to(x.dtype)
-    clamped = trainer.relax_phase(
-        current, free.state, config.train.beta, target, s.clamped_duration, stride, method
-    )
+    clamped = trainer.relax_phase(current, free.state, config.train.beta, target, clamped_spec)
     kw = {"samples": samples, "labels": y, "time_unit": config.network.tau}
     parts = [
-        relaxation.to_xarray(pops, phase=phase, **kw)
+        relaxation_dataset(relaxation, pops, phase=phase, **kw)
         for phase, relaxation in zip(PHASES, (free, clamped), strict=True)
     ]
     ds = xr.concat(

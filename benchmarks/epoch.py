@@ -29,7 +29,7 @@ import torch
 from ctsp import config as cfg
 from ctsp import data as datasets
 from ctsp.app import build_loop_network
-from ctsp.continuous import Field, Trainer, relax
+from ctsp.continuous import Field, RelaxSpec, Trainer, relax
 from ctsp.runs import machine_line
 
 
@@ -58,21 +58,16 @@ def fixed_points(trainer: Trainer, configs: dict, x: torch.Tensor) -> list[str]:
     net = trainer.net
     with torch.no_grad():
         current = net.input_current(x)
-        ref = relax(
-            Field(net, current), net.zero_state(x.shape[0]), 5000.0, method="euler", step=0.5,
-            tol=1e-7, check_every=20,
-        )  # fmt: skip
+        reference = RelaxSpec("euler", 5000.0, step=0.5, tol=1e-7, check_every=20)
+        ref = relax(Field(net, current), net.zero_state(x.shape[0]), reference)
         lines = [
             f"  reference: projected Euler step 0.5 to residual {ref.stats.residual:.1e} "
             f"({ref.stats.steps} steps, converged {ref.stats.converged})"
         ]
         for name, config in configs.items():
             s = config.solver
-            out = relax(
-                Field(net, current), net.zero_state(x.shape[0]), s.free_duration,
-                method=s.method, step=s.step, tol=s.tol, check_every=s.check_every,
-                max_sweeps=s.max_sweeps,
-            )  # fmt: skip
+            free = RelaxSpec.phases(s)[0]
+            out = relax(Field(net, current), net.zero_state(x.shape[0]), free)
             gap = float((out.state - ref.state).abs().max())
             lines.append(
                 f"  {name:<10} max |s - s*| {gap:.1e}, residual {out.stats.residual:.1e} "

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from ctsp.continuous import Field, relax
+from ctsp.continuous import Field, RelaxSpec, relax
 from ctsp.runs import machine_line
 from models import LoopNetwork
 
@@ -47,8 +47,10 @@ def measure(net: LoopNetwork, b: int, steps: int, repeats: int) -> tuple[float, 
     step_prods = products(net, b)
     flops = 2 * b * n_in * n_1 + steps * sum(2 * m * k * n for m, k, n in step_prods)
 
+    spec = RelaxSpec("euler", steps * 0.5, step=0.5)
+
     def run_relax():
-        relax(Field(net, net.input_current(x)), s0, steps * 0.5, method="euler", step=0.5)
+        relax(Field(net, net.input_current(x)), s0, spec)
 
     ws = [torch.randn(n, k) for _, k, n in step_prods]
     ins = [torch.rand(m, k) for m, k, _ in step_prods]

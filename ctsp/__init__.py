@@ -7,8 +7,9 @@ The public API, imported lazily (so that ``ctsp --help`` does not load torch); e
 - configuration: ``RunConfig``, ``DiscreteRunConfig``, ``load_config`` (TOML file or bundled
   name), ``with_overrides``, ``parse_override``;
 - data: ``load_dataset``;
-- the continuous model: ``eq13`` (Eq. 13), ``Field``, ``relax``, ``SOLVERS``, ``Relaxation``,
-  ``RelaxStats``, ``chl_update`` (Eq. 14), ``chl_bias_update``, ``Trainer``;
+- the continuous model: ``eq13`` (Eq. 13), ``Field``, ``relax``, ``RelaxSpec``, ``SOLVERS``,
+  ``Relaxation``, ``RelaxStats``, ``Status``, ``chl_update`` (Eq. 14), ``chl_bias_update``,
+  ``Trainer``;
 - runs: ``simulate``, ``train`` (the application edge, ``ctsp.app``), ``open_run``,
   ``RunResult``, ``Recorder``; studies: ``open_sweep`` (``ctsp.sweeps``);
 - discrete sigprop: ``DiscreteTrainer``, ``Learner``, ``RULES`` (sigprop and the baselines by
@@ -31,6 +32,8 @@ _EXPORTS = {
     "eq13": ("ctsp.continuous", "eq13"),
     "Field": ("ctsp.continuous", "Field"),
     "relax": ("ctsp.continuous", "relax"),
+    "RelaxSpec": ("ctsp.continuous", "RelaxSpec"),
+    "Status": ("ctsp.continuous", "Status"),
     "SOLVERS": ("ctsp.continuous", "SOLVERS"),
     "Relaxation": ("ctsp.continuous", "Relaxation"),
     "RelaxStats": ("ctsp.continuous", "RelaxStats"),

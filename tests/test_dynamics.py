@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from ctsp.continuous import SOLVERS, Field, eq13, ode_methods, relax
+from ctsp.continuous import SOLVERS, Field, RelaxSpec, Status, eq13, ode_methods, relax
 from ctsp.errors import ConfigError
 from ctsp.nn import RATE_FUNCTIONS, Conv2d, Linear, rate_function
 from models import LoopNetwork
@@ -96,9 +96,8 @@ def _sigmoid_relaxation(method: str, step: float, rtol: float = 1e-6):
     d = torch.eye(2, dtype=torch.float64)[[0, 1, 1]]
     field = Field(net, net.input_current(x), 0.7, d)
     every = 5 if SOLVERS[method].adaptive else int(round(0.5 / step))
-    out = relax(
-        field, s0, 4.0, method=method, step=step, rtol=rtol, atol=rtol / 100, record_every=every
-    )
+    spec = RelaxSpec(method, 4.0, step=step, rtol=rtol, atol=rtol / 100, record_every=every)
+    out = relax(field, s0, spec)
     ref = _scipy_reference(net, x, s0, 0.7, d, 4.0, out.times.numpy())
     np.testing.assert_array_equal(out.state.numpy(), out.trajectory[-1].numpy())
     return np.abs(out.trajectory.numpy() - ref).max()
@@ -125,7 +124,7 @@ def test_projected_euler_matches_hand_loop_and_stays_in_bounds():
     net = LoopNetwork([6, 5, 4], rate="hard_sigmoid").double()
     x = torch.rand(2, 6, dtype=torch.float64) * 3
     field = Field(net, net.input_current(x))
-    out = relax(field, net.zero_state(2), 3.0, method="euler", step=0.25)
+    out = relax(field, net.zero_state(2), RelaxSpec("euler", 3.0, step=0.25))
     s = net.zero_state(2)
     for _ in range(12):
         prev, s = s, (s + 0.25 * eq13(net, s, net.input_current(x))).clamp(0, 1)
@@ -147,16 +146,18 @@ def test_a_long_phase_goes_to_torchdiffeq_in_chunks_with_the_same_result(monkeyp
     calls = []
     advance = solvers.FixedGrid.advance
 
-    def counted(self, field, state, t0, k, dt, **kw):
+    def counted(self, field, state, t0, k, dt, spec):
         calls.append(k)
-        return advance(self, field, state, t0, k, dt, **kw)
+        return advance(self, field, state, t0, k, dt, spec)
 
     monkeypatch.setattr(solvers, "MAX_CHUNK", 5)
     monkeypatch.setattr(solvers.FixedGrid, "advance", counted)
     torch.manual_seed(1)
     net = LoopNetwork([6, 5, 4], rate="hard_sigmoid").double()
     x = torch.rand(2, 6, dtype=torch.float64) * 3
-    out = relax(Field(net, net.input_current(x)), net.zero_state(2), 3.0, step=0.25)
+    out = relax(
+        Field(net, net.input_current(x)), net.zero_state(2), RelaxSpec(duration=3.0, step=0.25)
+    )
     s = net.zero_state(2)
     for _ in range(12):
         s = (s + 0.25 * eq13(net, s, net.input_current(x))).clamp(0, 1)
@@ -168,10 +169,9 @@ def test_steady_state_stop_and_stats():
     torch.manual_seed(2)
     net = LoopNetwork([6, 8, 3])
     x = torch.rand(4, 6)
-    fixed = relax(Field(net, net.input_current(x)), net.zero_state(4), 40.0)
-    early = relax(
-        Field(net, net.input_current(x)), net.zero_state(4), 40.0, tol=1e-4, check_every=2
-    )
+    fixed = relax(Field(net, net.input_current(x)), net.zero_state(4), RelaxSpec(duration=40.0))
+    spec = RelaxSpec(duration=40.0, tol=1e-4, check_every=2)
+    early = relax(Field(net, net.input_current(x)), net.zero_state(4), spec)
     assert early.stats.converged and early.stats.residual < 1e-4
     assert early.stats.steps < fixed.stats.steps == 80
     torch.testing.assert_close(early.state, fixed.state, atol=1e-3, rtol=0)
@@ -181,7 +181,8 @@ def test_steady_state_stop_and_stats():
 def test_trajectory_last_point_is_final_state():
     net = LoopNetwork([6, 8, 3])
     x = torch.rand(2, 6)
-    out = relax(Field(net, net.input_current(x)), net.zero_state(2), 5.0, record_every=3)
+    spec = RelaxSpec(duration=5.0, record_every=3)
+    out = relax(Field(net, net.input_current(x)), net.zero_state(2), spec)
     assert out.trajectory.shape[1:] == (2, net.n_state)
     assert float(out.times[-1]) == pytest.approx(5.0)
     torch.testing.assert_close(out.trajectory[-1], out.state, rtol=0, atol=0)
@@ -189,13 +190,8 @@ def test_trajectory_last_point_is_final_state():
 
 
 def test_unknown_names_are_rejected_with_the_list():
-    with pytest.raises(ConfigError, match=r"unknown solver 'foo'; valid: euler"):
-        relax(
-            Field(tiny_net(), torch.zeros(1, 2, dtype=torch.float64)),
-            torch.zeros(1, 4, dtype=torch.float64),
-            1.0,
-            method="foo",
-        )
+    with pytest.raises(ConfigError, match=r"invalid value for solver.method: 'foo'; valid: euler"):
+        RelaxSpec("foo", 1.0)
     with pytest.raises(ConfigError, match="unknown rate function 'tanh'"):
         rate_function("tanh")
     assert "dopri5" in SOLVERS and set(RATE_FUNCTIONS) == {"hard_sigmoid", "sigmoid"}
@@ -225,3 +221,25 @@ def test_projections_and_glorot_init():
     torch.testing.assert_close(conv(img), torch.nn.functional.conv2d(img, conv.weight, padding=1))
     net = LoopNetwork([4, 3, 2])
     assert all(float(b.abs().max()) == 0 for b in net.biases)
+
+
+@pytest.mark.parametrize("method", ["euler", "dopri5", "steady"])
+def test_every_method_ends_with_a_status_and_leaves_the_field_as_it_was(method):
+    """One protocol: a solve returns its counts in the stats (the Field is immutable, so a
+    second solve of the same field counts the same), and a status: the limit it ran to, or
+    converged, or non-finite where the state holds NaN."""
+    torch.manual_seed(3)
+    rate = "sigmoid" if SOLVERS[method].adaptive else "hard_sigmoid"  # smooth for dopri5
+    net = LoopNetwork([6, 5, 4], rate=rate).double()
+    field = Field(net, net.input_current(torch.rand(2, 6, dtype=torch.float64)))
+    limit = Status.SWEEP_LIMIT if method == "steady" else Status.STEP_LIMIT
+    spec = RelaxSpec(method, 2.0, step=0.25, max_sweeps=2)
+    first, second = (relax(field, net.zero_state(2), spec) for _ in range(2))
+    assert first.stats == second.stats and first.stats.status is limit
+    assert not first.stats.converged and first.stats.nfe > 0
+    with pytest.raises(AttributeError):
+        field.beta = 1.0  # frozen
+    converged = relax(field, net.zero_state(2), spec.but(duration=200.0, tol=1e-3, max_sweeps=200))
+    assert converged.stats.status is Status.CONVERGED and converged.stats.converged
+    nan = Field(net, torch.full((2, 5), float("nan"), dtype=torch.float64))
+    assert relax(nan, net.zero_state(2), spec).stats.status is Status.NONFINITE

@@ -10,6 +10,7 @@ from ctsp import config as cfg
 from ctsp.app import build_loop_network
 from ctsp.continuous import (
     Field,
+    RelaxSpec,
     Trainer,
     block_state,
     current,
@@ -48,10 +49,8 @@ def phase(net, beta, seed: int = 0, batch: int = 6):
 
 def long_euler(net, cur, beta, target, s0):
     """Projected Euler (step 0.4 < 2 min r: stable) until every sample's residual is below 1e-11."""
-    out = relax(
-        Field(net, cur, beta, target), s0, 2000.0, method="euler", step=0.4, tol=1e-11,
-        check_every=100,
-    )  # fmt: skip
+    spec = RelaxSpec("euler", 2000.0, step=0.4, tol=1e-11, check_every=100)
+    out = relax(Field(net, cur, beta, target), s0, spec)
     assert out.stats.converged, f"the reference did not converge: {out.stats.residual:.1e}"
     return out.state
 
@@ -59,7 +58,7 @@ def long_euler(net, cur, beta, target, s0):
 def steady(net, cur, beta, target, s0, **kw):
     kw.setdefault("tol", 1e-10)
     kw.setdefault("max_sweeps", 400)
-    return relax(Field(net, cur, beta, target), s0, 0.0, method="steady", **kw)
+    return relax(Field(net, cur, beta, target), s0, RelaxSpec("steady", 0.0, **kw))
 
 
 SYMMETRIC = torch.tensor([[0.4], [0.4], [0.4], [-0.4], [-0.4], [-0.4]], dtype=torch.float64)
@@ -160,7 +159,7 @@ def test_stats_count_sweeps_and_matrix_passes():
     out = steady(net, cur, beta, target, net.zero_state(6), tol=0.0, max_sweeps=5)
     assert (out.stats.steps, out.stats.nfe, out.stats.passes) == (5, 5, 5 * 3 + 1)
     assert not out.stats.converged and out.stats.time == 0.0
-    euler = relax(Field(net, cur), net.zero_state(6), 3.0, method="euler", step=0.5)
+    euler = relax(Field(net, cur), net.zero_state(6), RelaxSpec("euler", 3.0, step=0.5))
     assert euler.stats.passes == euler.stats.nfe * 3
 
 
@@ -171,7 +170,7 @@ def test_refusals_name_the_problem():
     sig = LoopNetwork([4, 5, 3], rate="sigmoid")
     x = torch.rand(2, 4)
     with pytest.raises(ConfigError, match="rate 'sigmoid' has no closed-form.*euler"):
-        relax(Field(sig, sig.input_current(x)), sig.zero_state(2), 0.0, method="steady")
+        relax(Field(sig, sig.input_current(x)), sig.zero_state(2), RelaxSpec("steady", 0.0))
     with pytest.raises(ConfigError, match="network.rate 'sigmoid' has no closed-form.*euler"):
         cfg.with_overrides(
             cfg.RunConfig(), [(["solver", "method"], "steady"), (["network", "rate"], "sigmoid")]
@@ -179,7 +178,8 @@ def test_refusals_name_the_problem():
     net = LoopNetwork([4, 5, 3])
     cur = net.input_current(x)
     with pytest.raises(ConfigError, match=r"1 \+ r beta <= 0.*no steady state"):
-        relax(Field(net, cur, -1.0, torch.eye(3)[[0, 1]]), net.zero_state(2), 0.0, method="steady")
+        field = Field(net, cur, -1.0, torch.eye(3)[[0, 1]])
+        relax(field, net.zero_state(2), RelaxSpec("steady", 0.0))
     steady_cfg = [(["solver", "method"], "steady"), (["train", "beta"], 1.0)]
     for extra in ([(["train", "beta_sign"], "random")], [(["train", "symmetric"], True)]):
         with pytest.raises(ConfigError, match=r"train.beta = 1 .*1 \+ r beta <= 0"):
@@ -187,9 +187,9 @@ def test_refusals_name_the_problem():
     positive = [(["train", "beta_sign"], "positive")]
     assert cfg.with_overrides(cfg.RunConfig(), steady_cfg + positive).train.beta == 1.0
     with pytest.raises(ConfigError, match="records no trajectory"):
-        relax(Field(net, cur), net.zero_state(2), 1.0, method="steady", record_every=1)
+        RelaxSpec("steady", 1.0, record_every=1)
     with pytest.raises(ConfigError, match="max_sweeps >= 1"):
-        relax(Field(net, cur), net.zero_state(2), 1.0, method="steady", max_sweeps=0)
+        RelaxSpec("steady", 1.0, max_sweeps=0)
 
 
 def test_training_step_with_steady_equals_converged_euler():

@@ -30,7 +30,7 @@ from ctsp import data as datasets
 from ctsp.app import build_loop_network as build_network
 from ctsp.app import build_recorders, simulate
 from ctsp.cli import main
-from ctsp.continuous import Field, Trainer, relax
+from ctsp.continuous import Field, RelaxSpec, Trainer, relax, relaxation_dataset
 from ctsp.errors import WriteError
 from ctsp.runs import save_netcdf
 from models import LoopNetwork
@@ -61,9 +61,10 @@ def test_relaxation_to_xarray():
     torch.manual_seed(0)
     net = LoopNetwork([6, 5, 4, 3])
     x = torch.rand(2, 6)
-    r = relax(Field(net, net.input_current(x)), net.zero_state(2), 3.0, record_every=2)
+    spec = RelaxSpec(duration=3.0, record_every=2)
+    r = relax(Field(net, net.input_current(x)), net.zero_state(2), spec)
     pops = dict(zip(net.population_names, net.populations, strict=True))
-    ds = r.to_xarray(pops, phase="free", samples=[7, 9], labels=torch.tensor([1, 2]))
+    ds = relaxation_dataset(r, pops, phase="free", samples=[7, 9], labels=torch.tensor([1, 2]))
     assert list(ds.data_vars)[:3] == ["h1", "h2", "out"]
     assert ds.h2.dims == ("time", "sample", "neuron_h2") and ds.h2.shape == (4, 2, 4)
     assert ds.residual.dims == ("time", "sample")
@@ -71,10 +72,13 @@ def test_relaxation_to_xarray():
     assert ds.sample.values.tolist() == [7, 9] and ds.label.values.tolist() == [1, 2]
     assert str(ds.phase.values) == "free" and int(ds.steps) == 6
     np.testing.assert_array_equal(ds.out.isel(time=-1).values, r.state[:, net.output].numpy())
-    whole = r.to_xarray()
+    whole = relaxation_dataset(r)
     assert whole.state.dims == ("time", "sample", "neuron") and whole.state.shape == (4, 2, 12)
     with pytest.raises(ValueError, match="record_every"):
-        relax(Field(net, net.input_current(x)), net.zero_state(2), 3.0).to_xarray()
+        plain = relax(
+            Field(net, net.input_current(x)), net.zero_state(2), spec.but(record_every=None)
+        )
+        relaxation_dataset(plain)
 
 
 def test_run_writes_the_dataset_and_it_round_trips(run, digits):
@@ -107,7 +111,7 @@ def test_recorded_end_of_each_phase_is_the_solvers_final_state(run, digits):
     with torch.no_grad():
         current, free = trainer.free_phase(x)
         target = torch.nn.functional.one_hot(y, 10).float()
-        clamped = trainer.relax_phase(current, free.state, 0.5, target, 2.0)
+        clamped = trainer.relax_phase(current, free.state, 0.5, target, trainer.clamped_spec)
     net = result.network
     for phase, final in (("free", free.state), ("clamped", clamped.state)):
         for name, cols in zip(net.population_names, net.populations, strict=True):
@@ -147,11 +151,12 @@ def test_last_point_is_the_final_state_for_any_grid(digits, solver):
     x, y = digits.test_x[:3], digits.test_y[:3]
     ds = record(trainer, x, y, stride=3)
     every = 3 if config.solver.tol > 0 else None
+    free_spec, clamped_spec = (s.but(record_every=every) for s in RelaxSpec.phases(config.solver))
     with torch.no_grad():
         current = net.input_current(x)
-        free = trainer.relax_phase(current, net.zero_state(3), 0.0, None, 10.0, every)
+        free = trainer.relax_phase(current, net.zero_state(3), 0.0, None, free_spec)
         target = torch.nn.functional.one_hot(y, 10).float()
-        clamped = trainer.relax_phase(current, free.state, 0.5, target, 2.0, every)
+        clamped = trainer.relax_phase(current, free.state, 0.5, target, clamped_spec)
     for phase, final in (("free", free), ("clamped", clamped)):
         end = float(ds.end_time.sel(phase=phase))
         assert end == pytest.approx(final.stats.time)

@@ -13,6 +13,9 @@ the output population only. Time is in units of the neuron time constant r.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -164,27 +167,28 @@ def block_residual(net, k: int, cur: Tensor, state: Tensor, beta=0.0, target=Non
     return projected_residual(a - c * state, state, net.neuron.fn.bounds)
 
 
+@dataclass(frozen=True, eq=False)
 class Field:
-    """Eq. 13 bound to one phase (network, input current, beta, target): a callable f(t, s).
+    """Eq. 13 bound to one phase (network, input current, beta, target): a callable f(t, s),
+    immutable (a solver counts the evaluations it makes: ``solvers.Counted``).
 
-    Counts its evaluations in ``nfe``. Also keeps states inside the rate function's bounds: as
-    torchdiffeq's ``callback_step`` it projects the state onto the bounds before every step of a
-    fixed-grid method (projected Euler: s <- clip(s + eps f(s), 0, 1) for the hard sigmoid).
+    ``in_bounds``: every evaluation is at a state within the rate function's bounds (projected
+    Euler), so that :func:`eq13` may skip rho and rho' (see its ``in_bounds``). The state is
+    kept inside the bounds by :meth:`project_`, which a fixed-grid method calls before every
+    step (projected Euler: s <- clip(s + eps f(s), 0, 1) for the hard sigmoid).
     """
 
-    def __init__(
-        self, net, input_current: Tensor, beta: float | Tensor = 0.0, target: Tensor | None = None
-    ) -> None:
-        self.net, self.input_current, self.beta, self.target = net, input_current, beta, target
-        self.bounds = net.neuron.fn.bounds
-        self.nfe = 0
-        self.passes = 0  # matrix products of recurrent projections (recurrent_edges per call)
-        self._per_call = recurrent_edges(net)
-        self.in_bounds = False  # set by the solver when every evaluation is at a projected state
+    net: Any
+    input_current: Tensor
+    beta: float | Tensor = 0.0
+    target: Tensor | None = None
+    in_bounds: bool = False
+
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        return self.net.neuron.fn.bounds
 
     def __call__(self, t: Tensor, state: Tensor) -> Tensor:
-        self.nfe += 1
-        self.passes += self._per_call
         return eq13(self.net, state, self.input_current, self.beta, self.target, self.in_bounds)
 
     def project_(self, state: Tensor) -> Tensor:
@@ -193,18 +197,12 @@ class Field:
             state.clamp_(*self.bounds)
         return state
 
-    def callback_step(self, t0: Tensor, state: Tensor, dt: Tensor) -> None:
-        self.project_(state)
-
     def residual(self, state: Tensor) -> Tensor:
-        """Per-sample residual max_j |ds_j/dt| of the projected field, (B,).
-
-        At a bound, the component that pushes outward is not motion (the state stays on the bound),
-        so it does not count.
-        """
-        return projected_residual(
-            self(torch.zeros((), device=state.device), state), state, self.bounds
-        )
+        """Per-sample residual max_j |ds_j/dt| of the projected field at ``state``, (B,): one
+        evaluation. At a bound, the component that pushes outward is not motion (the state
+        stays on the bound), so it does not count (:func:`projected_residual`)."""
+        return projected_residual(self(torch.zeros((), device=state.device), state), state,
+                                  self.bounds)  # fmt: skip
 
 
 def projected_residual(f: Tensor, state: Tensor, bounds) -> Tensor:

@@ -1,38 +1,50 @@
 """Relaxation of the network dynamics by solvers chosen by name (the registry :data:`SOLVERS`).
 
-``relax(field, s0, duration, config)`` integrates ds/dt = field(t, s) from s0 for ``duration`` time
-units (units of the neuron time constant) and returns a :class:`Relaxation`: the final state and
-its statistics (steps, function evaluations, converged or not, final residual), and optionally
-the trajectory on a time grid.
+One protocol for every method, time-stepping or fixed-point: ``solver.solve(field, s0, spec)``
+relaxes the phase ``field`` (a :class:`~ctsp.continuous.field.Field`) from the state ``s0``
+(B, N) as the frozen :class:`RelaxSpec` says (method, duration, step, tolerance, …; built once
+per phase from ``config.solver`` by :meth:`RelaxSpec.phases`) and returns a :class:`Relaxation`:
+the final state, its :class:`RelaxStats` (steps, field evaluations, matrix passes, the final
+residual and a :class:`Status`), and optionally the trajectory. :func:`relax` is
+``SOLVERS[spec.method].solve``. Time is in units of the neuron time constant r.
 
-Fixed-grid methods ('euler' default, 'midpoint', 'rk4', …) step with ``config.step`` and project
-the state onto the rate function's bounds before every step; adaptive methods ('dopri5', …)
-use ``rtol``/``atol`` and are projected at every check point. With ``config.tol > 0`` the phase
-is integrated in chunks of ``check_every`` steps and stops early once the residual of every
-sample is below ``tol``; ``duration`` is then the cap. The residual is max_j |ds_j/dt| of the
-projected motion: over the last step for fixed-grid methods (no extra field evaluation), of the
-projected field at the check point for adaptive methods.
+Time-stepping methods integrate ds/dt = field(t, s) (torchdiffeq): fixed-grid ones ('euler'
+default, 'midpoint', 'rk4', …) step with ``spec.step`` and project the state onto the rate
+function's bounds before every step; adaptive ones ('dopri5', …) use ``rtol``/``atol`` and
+project at every check point. With ``tol > 0`` the phase runs in chunks of ``check_every``
+steps and stops once the residual of every sample is below ``tol``; ``duration`` is then the
+cap. The residual is max_j |ds_j/dt| of the projected motion: over the last step for fixed-grid
+methods (no extra field evaluation), of the projected field at the check point for adaptive
+ones. The fixed-point method "steady" (:class:`Steady`) sweeps the populations to their steady
+state instead.
 
-A solver is an object with ``advance(field, state, t0, k, dt, ...)`` (k steps of dt from t0 ->
-the projected state and the per-sample residual), ``adaptive`` and ``evaluates_in_bounds``;
-:class:`FixedGrid` and :class:`Adaptive` wrap torchdiffeq's methods. A new method is one class
-and one entry in :data:`SOLVERS`. torchdiffeq's Adams methods are refused with the reason.
+A new method is a class with ``name``, ``ode`` (integrates in time) and ``solve``, and one
+entry in :data:`SOLVERS` (a time-stepping one subclasses :class:`TimeStepping` and gives
+``advance``). torchdiffeq's Adams methods are refused with the reason.
 """
 
 from __future__ import annotations
 
+import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DivergenceError
 from ..registry import Registry
-from .field import block_residual, block_state, current, recurrent_edges
+from .field import block_residual, block_state, current, projected_residual, recurrent_edges
 
-TIME_UNITS = "r"  # the neuron time constant
+
+class Status(enum.Enum):
+    """How a relaxation ended."""
+
+    CONVERGED = "converged"  # every sample's residual below tol
+    STEP_LIMIT = "step limit"  # the phase's duration integrated (with tol > 0: not converged)
+    SWEEP_LIMIT = "sweep limit"  # "steady": max_sweeps done (with tol > 0: not converged)
+    NONFINITE = "non-finite"  # NaN or Inf in the final state
 
 
 @dataclass(frozen=True)
@@ -42,8 +54,7 @@ class RelaxStats:
     steps: fixed-grid steps taken (for adaptive methods: steps of the check grid; for
     "steady": layer sweeps); nfe: vector-field evaluations, residual evaluations included (for
     "steady": sweeps, each computing every population's current once); time: integrated
-    duration (0 for "steady");
-    converged: every sample's residual below ``tol`` (False when no tolerance was set);
+    duration (0 for "steady"); status: how it ended (:class:`Status`);
     residual: the largest per-sample residual at the end — for fixed-grid methods the projected
     motion of the last step max_j |Delta s_j| / dt (for Euler: the projected field at the start
     of that step), for adaptive methods and "steady" max_j |ds_j/dt| of the projected field at
@@ -54,19 +65,25 @@ class RelaxStats:
     steps: int
     nfe: int
     time: float
-    converged: bool
+    status: Status
     residual: float
     passes: int = 0
+
+    @property
+    def converged(self) -> bool:
+        """Every sample's residual below ``tol`` (False when no tolerance was set)."""
+        return self.status is Status.CONVERGED
 
 
 @dataclass(frozen=True)
 class Relaxation:
-    """The result of :func:`relax`: final state (B, N), stats, and the optional trajectory.
+    """The result of a solve: final state (B, N), stats, and the optional trajectory.
 
     ``times`` (T,) and ``trajectory`` (T, B, N) hold the state on the recorded grid when one was
     asked for; ``residuals`` (T, B) the per-sample residual at those times (at t = 0 the projected
     field; later, for fixed-grid methods, the projected motion of the step that ended there).
-    The last recorded point is the final state. :meth:`to_xarray` gives them as a Dataset.
+    The last recorded point is the final state. ``ctsp.continuous.export.relaxation_dataset``
+    gives them as an xarray Dataset.
     """
 
     state: Tensor
@@ -75,127 +92,187 @@ class Relaxation:
     trajectory: Tensor | None = None
     residuals: Tensor | None = None
 
-    def to_xarray(
-        self,
-        populations: dict[str, slice] | None = None,
-        *,
-        phase: str | None = None,
-        samples=None,
-        labels=None,
-        time_unit: float = 1.0,
-    ):
-        """The recorded trajectory as an :class:`xarray.Dataset` (needs ``record_every``).
 
-        Args:
-            populations: name -> column slice of the flat state (e.g. ``dict(zip(
-                net.population_names, net.populations))``): one variable per population, dims
-                (time, sample, neuron_<name>). None: one variable ``state`` with dims
-                (time, sample, neuron).
-            phase: a scalar coordinate ``phase`` (e.g. "free", "clamped"), for combining phases.
-            samples: sample ids, (B,) (default 0 … B-1); labels: a coordinate ``label`` (B,).
-            time_unit: the neuron time constant r in the solver's time units: ``time`` is the
-                solver's time / r and the residual |ds/dt| * r, both in units of r.
+@dataclass(frozen=True)
+class RelaxSpec:
+    """How to relax one phase (validated when made: one-line ConfigErrors).
 
-        Besides the states: ``residual`` (time, sample), max_j |ds_j/dt| (see
-        :class:`Relaxation`); scalars ``end_time`` (the last recorded time: the phase's end),
-        ``steps``, ``nfe`` and ``converged`` from the stats.
-        """
-        import numpy as np
-        import xarray as xr
+    method: a name in :data:`SOLVERS`; duration: phase length in time units (the cap when
+    ``tol`` is set; "steady" ignores it); step: step size eps of fixed-grid methods (first
+    step of adaptive ones); tol: steady-state tolerance on max_j |ds_j/dt| per sample, 0 = no
+    early stop; check_every: steps between residual checks when ``tol`` > 0; rtol, atol:
+    adaptive methods' tolerances; max_sweeps: the sweeps of "steady" (their cap with ``tol``);
+    record_every: keep the state every this many steps (None: no trajectory; "steady" records
+    none).
+    """
 
-        if self.trajectory is None:
-            raise ValueError("no trajectory was recorded: call relax(..., record_every=k)")
-        traj = self.trajectory.detach().cpu().numpy()
-        batch = traj.shape[1]
-        time = self.times.detach().cpu().numpy().astype(np.float64) / time_unit
-        sample = np.arange(batch) if samples is None else np.asarray(samples)
-        if populations is None:
-            variables = {"state": (("time", "sample", "neuron"), traj, {"long_name": "state s"})}
-        else:
-            variables = {
-                name: (
-                    ("time", "sample", f"neuron_{name}"),
-                    traj[:, :, cols],
-                    {"long_name": f"state s of {name}"},
-                )
-                for name, cols in populations.items()
-            }
-        for _, _, attrs in variables.values():
-            attrs["units"] = "1"  # dimensionless: the rate is rho(s)
-        variables["residual"] = (
-            ("time", "sample"),
-            self.residuals.detach().cpu().numpy() * np.float32(time_unit),
-            {"long_name": "residual max_j |ds_j/dt|", "units": "1/r"},
+    method: str = "euler"
+    duration: float = 10.0
+    step: float = 0.5
+    tol: float = 0.0
+    check_every: int = 5
+    rtol: float = 1e-5
+    atol: float = 1e-6
+    max_sweeps: int = 3
+    record_every: int | None = None
+
+    def __post_init__(self) -> None:
+        SOLVERS.check(self.method, "solver.method")
+        if self.duration < 0 or self.step <= 0:
+            raise ConfigError(
+                f"solver needs duration >= 0 and step > 0; got {self.duration}, {self.step}"
+            )
+        if self.max_sweeps < 1:
+            raise ConfigError(f"solver 'steady' needs max_sweeps >= 1; got {self.max_sweeps}")
+        if self.record_every is not None and not SOLVERS[self.method].ode:
+            raise ConfigError(
+                f"solver {self.method!r} records no trajectory: record with an ODE method (the "
+                "run's recorder integrates the recorded samples with euler, see "
+                "analysis.recording)"
+            )
+
+    @classmethod
+    def phases(cls, solver) -> tuple[RelaxSpec, RelaxSpec]:
+        """The free and the clamped phase's specs from a ``config.solver`` section."""
+        keys = ("method", "step", "tol", "check_every", "rtol", "atol", "max_sweeps")
+        shared = {k: getattr(solver, k) for k in keys}
+        return cls(duration=solver.free_duration, **shared), cls(
+            duration=solver.clamped_duration, **shared
         )
-        variables["end_time"] = (
-            (),
-            time[-1],
-            {"long_name": "end of the phase", "units": TIME_UNITS},
-        )
-        variables["steps"] = ((), np.int32(self.stats.steps), {"long_name": "solver steps"})
-        variables["nfe"] = ((), np.int32(self.stats.nfe), {"long_name": "field evaluations"})
-        variables["converged"] = ((), np.bool_(self.stats.converged), {"long_name": "converged"})
-        since = {
-            "long_name": "time since phase start",
-            "units": TIME_UNITS,
-            "description": "in units of the neuron time constant r",
-        }
-        coords = {
-            "time": ("time", time, since),
-            "sample": ("sample", sample.astype(np.int32), {"long_name": "sample id"}),
-        }
-        if labels is not None:
-            label = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels)
-            coords["label"] = ("sample", label.astype(np.int32), {"long_name": "class label"})
-        if phase is not None:
-            coords["phase"] = phase
-        return xr.Dataset(variables, coords=coords)
+
+    def but(self, **changes) -> RelaxSpec:
+        """This spec with ``changes`` (e.g. ``record_every``, ``method``)."""
+        return replace(self, **changes)
 
 
-class FixedGrid:
+class Counted:
+    """A field with its evaluations counted for one solve: ``nfe`` calls, ``passes`` matrix
+    products of recurrent projections; torchdiffeq calls ``callback_step`` before every
+    fixed-grid step (the projection)."""
+
+    def __init__(self, field) -> None:
+        self.field, self.nfe, self.passes = field, 0, 0
+        self._per_call = recurrent_edges(field.net)
+
+    def __call__(self, t: Tensor, state: Tensor) -> Tensor:
+        self.nfe += 1
+        self.passes += self._per_call
+        return self.field(t, state)
+
+    def callback_step(self, t0: Tensor, state: Tensor, dt: Tensor) -> None:
+        self.field.project_(state)
+
+    def residual(self, state: Tensor) -> Tensor:
+        """Per-sample projected residual max_j |ds_j/dt| at ``state`` (one evaluation), (B,)."""
+        dsdt = self(torch.zeros((), device=state.device), state)
+        return projected_residual(dsdt, state, self.field.bounds)
+
+    def stats(self, steps: int, time: float, status: Status, residual: Tensor) -> RelaxStats:
+        return RelaxStats(steps, self.nfe, time, status, float(residual.max()) if residual.numel()
+                          else 0.0, self.passes)  # fmt: skip
+
+
+def _ended(state: Tensor, status: Status) -> Status:
+    """``status``, or NONFINITE where the state holds NaN or Inf (one sum: a NaN or Inf makes it
+    non-finite; so would finite values past the float range, which no bounded rate reaches)."""
+    return status if bool(torch.isfinite(state.sum())) else Status.NONFINITE
+
+
+# the most steps one solver call takes: torchdiffeq walks its grid in Python over
+# ``grid.unbind()``, which makes one tensor object per point up front in one C call (2e7 steps:
+# gigabytes, and a SIGINT or SIGTERM that waits for it). Longer phases go in chunks of this many.
+MAX_CHUNK = 1000
+
+
+class TimeStepping:
+    """A torchdiffeq method: the phase in chunks of steps (:meth:`advance`, given by the
+    subclass), checked against ``tol`` after each and recorded every ``record_every`` steps."""
+
+    ode = True
+    adaptive = False  # steps of its own size between the checks
+    evaluates_in_bounds = False  # every evaluation at a projected state (rho, rho' skipped)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def advance(self, field, state, t0, k, dt, spec) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def solve(self, field, s0: Tensor, spec: RelaxSpec) -> Relaxation:
+        """Integrate ``field`` from ``s0`` (not modified) over ``[0, spec.duration]``."""
+        n_steps = step_count(spec.duration, spec.step)
+        dt = spec.duration / n_steps if n_steps else spec.step
+        every = spec.record_every or (spec.check_every if spec.tol > 0 else max(n_steps, 1))
+        chunk = min(every, MAX_CHUNK)
+        in_bounds = self.evaluates_in_bounds and field.bounds is not None
+        counted = Counted(replace(field, in_bounds=in_bounds))
+        state = field.project_(s0.clone())
+        record = spec.record_every is not None
+        last = counted.residual(state) if record or n_steps == 0 else None
+        times, traj, res = [0.0], [state.clone()], [last]
+        done, status = 0, Status.STEP_LIMIT
+        while done < n_steps:
+            k = min(chunk, n_steps - done)
+            state, last = self.advance(counted, state, done * dt, k, dt, spec)
+            done += k
+            if record:
+                times.append(done * dt)
+                traj.append(state.clone())
+                res.append(last)
+            if spec.tol > 0 and bool((last < spec.tol).all()):
+                status = Status.CONVERGED
+                break
+        stats = counted.stats(done, done * dt, _ended(state, status), last)
+        if not record:
+            return Relaxation(state, stats)
+        times = torch.tensor(times, dtype=torch.float64)
+        return Relaxation(state, stats, times, torch.stack(traj), torch.stack(res))
+
+
+class FixedGrid(TimeStepping):
     """A fixed-grid torchdiffeq method ("euler", "rk4", …): steps of exactly ``dt``, the state
-    projected onto the rate function's bounds before every step (``Field.callback_step``).
+    projected onto the rate function's bounds before every step (``Counted.callback_step``).
 
     The residual of a chunk is the projected motion of its last step,
     max_j |s_j(t) - s_j(t - dt)| / dt, which costs no extra field evaluation (for Euler it is
     exactly the projected field at t - dt).
     """
 
-    adaptive = False
-    ode = True
-
     def __init__(self, name: str) -> None:
-        self.name = name
+        super().__init__(name)
         # projected Euler evaluates the field only at projected states
         self.evaluates_in_bounds = name == "euler"
 
-    def advance(self, field, state, t0, k, dt, *, step, rtol, atol) -> tuple[Tensor, Tensor]:
+    def advance(self, field, state, t0, k, dt, spec) -> tuple[Tensor, Tensor]:
         """Integrate ``k`` steps of size ``dt`` from ``t0``: (projected state, residual (B,))."""
         grid = torch.linspace(t0, t0 + k * dt, k + 1, dtype=torch.float64)
         points = grid[[0, -2, -1]] if k >= 2 else grid
         options = {"grid_constructor": lambda func, y0, t: grid}
         sol = odeint(field, state, points, method=self.name, options=options)
-        new, prev = field.project_(sol[-1]), field.project_(sol[-2])
+        new, prev = field.field.project_(sol[-1]), field.field.project_(sol[-2])
         return new, (new - prev).abs_().amax(1) / dt
 
 
-class Adaptive:
+class Adaptive(TimeStepping):
     """An adaptive torchdiffeq method ("dopri5", …) with ``rtol``/``atol`` and first step
     ``step``; projected at the end of every chunk, whose residual is the projected field
-    there (``Field.residual``)."""
+    there (``Counted.residual``)."""
 
     adaptive = True
-    ode = True
-    evaluates_in_bounds = False
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def advance(self, field, state, t0, k, dt, *, step, rtol, atol) -> tuple[Tensor, Tensor]:
+    def advance(self, field, state, t0, k, dt, spec) -> tuple[Tensor, Tensor]:
+        """Integrate from ``t0`` to ``t0 + k dt``: (projected state, residual (B,)); a state
+        whose field is NaN (the step shrinks to nothing) ends as NaN (status NONFINITE)."""
         span = torch.linspace(t0, t0 + k * dt, k + 1, dtype=torch.float64)[[0, -1]]
-        options = {"first_step": step}
-        sol = odeint(field, state, span, method=self.name, rtol=rtol, atol=atol, options=options)
-        new = field.project_(sol[-1])
+        options = {"first_step": spec.step}
+        try:
+            sol = odeint(field, state, span, method=self.name, rtol=spec.rtol, atol=spec.atol,
+                         options=options)  # fmt: skip
+        except AssertionError as e:  # torchdiffeq's "underflow in dt"
+            if bool(torch.isfinite(field(t0, state).sum())):
+                raise DivergenceError(f"solver {self.name!r}: {e} at t = {t0:g}") from None
+            return torch.full_like(state, math.nan), state.new_full(state.shape[:1], math.nan)
+        new = field.field.project_(sol[-1])
         return new, field.residual(new)
 
 
@@ -213,9 +290,9 @@ class Steady:
 
     The sweeps are a fixed-point iteration around the loop: they converge when the loop's gain
     is below one, as in the bundled networks (docs/performance.md); a loop strong enough to make
-    them oscillate ends at ``max_sweeps`` with ``converged`` False and its residual in the stats.
-    Needs a rate function that is the identity within its bounds (the hard sigmoid), every
-    backward projection ending in the first population and no self-projection
+    them oscillate ends at ``max_sweeps`` with the status SWEEP_LIMIT and its residual in the
+    stats. Needs a rate function that is the identity within its bounds (the hard sigmoid),
+    every backward projection ending in the first population and no self-projection
     (:meth:`check_network`), and a nudge with 1 + r beta > 0 on every output neuron
     (:func:`check_nudge`): with beta <= -1/r the nudge cancels or reverses the leak, the output
     has no interior fixed point and runs to a bound, and which bound can depend on the path —
@@ -224,9 +301,8 @@ class Steady:
     docs/results.md.)
     """
 
-    adaptive = False
     ode = False
-    evaluates_in_bounds = True
+    adaptive = False
     name = "steady"
 
     @staticmethod
@@ -247,39 +323,45 @@ class Steady:
                     f"{e.src} -> {e.dst}"
                 )
 
-    def solve(self, field, state: Tensor, *, tol: float, max_sweeps: int):
-        """Sweep from ``state`` (not modified; projected first): (new state, residual (B,),
-        sweeps, converged)."""
+    def solve(self, field, s0: Tensor, spec: RelaxSpec) -> Relaxation:
+        """Sweep from ``s0`` (not modified; projected first) to the phase's steady state."""
         net, pops = field.net, field.net.populations
+        self.check_network(net)
         check_nudge(net, field.beta)
         # one contiguous tensor per population (the matrix products read them faster than
         # column slices of the flat state); joined again at the end
-        s = [field.project_(state[:, cols].clone()) for cols in pops]
-        sweeps, last = 0, len(pops) - 1
+        s = [field.project_(s0[:, cols].clone()) for cols in pops]
+        sweeps, passes, last = 0, 0, len(pops) - 1
         if field.target is not None:
             # the nudge changes the output's equation alone: set the output first, so that a
             # phase started from a free fixed point does not begin by recomputing h1 ... h_L
             cur = current(net, s, last, field.input_current)
-            field.passes += recurrent_edges(net, last)
+            passes += recurrent_edges(net, last)
             block_state(net, last, cur, field.beta, field.target, out=s[last])
+        tol, cap = spec.tol, spec.max_sweeps
         while True:
             for k in range(len(pops)):
                 # within the bounds rho(s) = s, so the state is the rate
                 cur = current(net, s, k, field.input_current)
-                field.passes += recurrent_edges(net, k)
+                passes += recurrent_edges(net, k)
                 # the residual where it decides something: every sweep with a tolerance, else
                 # after the last one
-                if k == 0 and sweeps > 0 and (tol > 0 or sweeps >= max_sweeps):
+                if k == 0 and sweeps > 0 and (tol > 0 or sweeps >= cap):
                     res = block_residual(net, 0, cur, s[0], field.beta, field.target)
                     converged = tol > 0 and bool((res < tol).all())
-                    if converged or sweeps >= max_sweeps:
-                        return torch.cat(s, 1), res, sweeps, converged
+                    if converged or sweeps >= cap:
+                        status = Status.CONVERGED if converged else Status.SWEEP_LIMIT
+                        return self._ended(torch.cat(s, 1), status, res, sweeps, passes)
                 block_state(net, k, cur, field.beta, field.target, out=s[k])
             sweeps += 1
-            field.nfe += 1
+
+    @staticmethod
+    def _ended(state: Tensor, status: Status, res: Tensor, sweeps: int, passes: int):
+        stats = RelaxStats(sweeps, sweeps, 0.0, _ended(state, status), float(res.max()), passes)
+        return Relaxation(state, stats)
 
 
-SOLVERS: Registry[FixedGrid | Adaptive | Steady] = Registry(
+SOLVERS: Registry[TimeStepping | Steady] = Registry(
     "solver",
     {
         **{m: FixedGrid(m) for m in ("euler", "midpoint", "heun2", "heun3", "rk4")},
@@ -315,103 +397,12 @@ def ode_methods() -> tuple[str, ...]:
     return tuple(m for m, solver in SOLVERS.items() if solver.ode)
 
 
-# the most steps one solver call takes: torchdiffeq walks its grid in Python over
-# ``grid.unbind()``, which makes one tensor object per point up front in one C call (2e7 steps:
-# gigabytes, and a SIGINT or SIGTERM that waits for it). Longer phases go in chunks of this many.
-MAX_CHUNK = 1000
-
-
 def step_count(duration: float, step: float) -> int:
     """Steps of a phase of ``duration``: the step is shortened to fit a whole number of them."""
     return max(1, math.ceil(duration / step - 1e-9)) if duration > 0 else 0
 
 
-def relax(
-    field,
-    s0: Tensor,
-    duration: float,
-    *,
-    method: str = "euler",
-    step: float = 0.5,
-    tol: float = 0.0,
-    check_every: int = 5,
-    rtol: float = 1e-5,
-    atol: float = 1e-6,
-    record_every: int | None = None,
-    max_sweeps: int = 3,
-) -> Relaxation:
-    """Integrate ``field`` from ``s0`` over ``[0, duration]`` (or, for ``method="steady"``,
-    sweep to its steady state).
-
-    Args:
-        field: callable f(t, s) -> ds/dt with ``project_``, ``callback_step``, ``residual`` and an
-            ``nfe`` counter (see ``ctsp.continuous.Field``).
-        s0: initial state (B, N); not modified.
-        duration: phase length in time units (the cap when ``tol`` is set).
-        method: solver name (see :data:`SOLVERS`).
-        step: step size eps for fixed-grid methods (first step for adaptive ones).
-        tol: steady-state tolerance on max_j |ds_j/dt| per sample; 0 disables the early stop.
-        check_every: steps between residual checks when ``tol`` > 0.
-        record_every: record the state every this many steps (None: no trajectory).
-        max_sweeps: the sweep cap of "steady" (which ignores duration, step, check_every,
-            rtol and atol).
-    """
-    solver = SOLVERS[method]
-    if isinstance(solver, Steady):
-        if record_every is not None:
-            raise ConfigError(
-                "solver 'steady' records no trajectory: record with an ODE method (the run's "
-                "recorder integrates the recorded samples with euler, see analysis.recording)"
-            )
-        if max_sweeps < 1:
-            raise ConfigError(f"solver 'steady' needs max_sweeps >= 1; got {max_sweeps}")
-        solver.check_network(field.net)
-        field.in_bounds = True
-        state, last, sweeps, converged = solver.solve(field, s0, tol=tol, max_sweeps=max_sweeps)
-        stats = RelaxStats(sweeps, field.nfe, 0.0, converged, float(last.max()), field.passes)
-        return Relaxation(state, stats)
-    if duration < 0 or step <= 0:
-        raise ConfigError(f"solver needs duration >= 0 and step > 0; got {duration}, {step}")
-    n_steps = step_count(duration, step)
-    dt = duration / n_steps if n_steps else step
-    if record_every is not None:
-        chunk = record_every
-    elif tol > 0:
-        chunk = check_every
-    else:
-        chunk = max(n_steps, 1)
-    chunk = min(chunk, MAX_CHUNK)
-
-    # projected Euler evaluates the field only at projected states (callback_step)
-    field.in_bounds = solver.evaluates_in_bounds and field.bounds is not None
-    state = field.project_(s0.clone())
-    record = record_every is not None
-    last = field.residual(state) if record or n_steps == 0 else None
-    times, traj, res = [0.0], [state.clone()], [last]
-    done, converged = 0, False
-    while done < n_steps:
-        k = min(chunk, n_steps - done)
-        state, last = solver.advance(
-            field, state, done * dt, k, dt, step=step, rtol=rtol, atol=atol
-        )
-        done += k
-        if record:
-            times.append(done * dt)
-            traj.append(state.clone())
-            res.append(last)
-        if tol > 0 and bool((last < tol).all()):
-            converged = True
-            break
-    final = last
-    stats = RelaxStats(
-        steps=done,
-        nfe=field.nfe,
-        time=done * dt,
-        converged=converged,
-        residual=float(final.max()) if final.numel() else 0.0,
-        passes=field.passes,
-    )
-    if not record:
-        return Relaxation(state, stats)
-    times = torch.tensor(times, dtype=torch.float64)
-    return Relaxation(state, stats, times, torch.stack(traj), torch.stack(res))
+def relax(field, s0: Tensor, spec: RelaxSpec) -> Relaxation:
+    """Relax the phase ``field`` from ``s0`` (B, N; not modified) as ``spec`` says: the solver
+    ``SOLVERS[spec.method]``'s :meth:`solve`."""
+    return SOLVERS[spec.method].solve(field, s0, spec)

@@ -25,7 +25,7 @@ from ..errors import ConfigError, DivergenceError
 from ..registry import Registry
 from .field import Field
 from .plasticity import CHL
-from .solvers import Relaxation, relax
+from .solvers import Relaxation, RelaxSpec, Status, relax
 
 BETA_SIGNS = Registry(
     "beta sign",
@@ -96,39 +96,18 @@ class Trainer:
         self.lr["loop"] = config.train.loop_lr
         self.persistent = net.zero_state(n_train) if config.train.persistent else None
         self.lr_scale = 1.0  # the schedule's factor of the current epoch (train_epoch sets it)
+        self.free_spec, self.clamped_spec = RelaxSpec.phases(config.solver)
 
-    def relax_phase(
-        self,
-        x_current: Tensor,
-        s0: Tensor,
-        beta,
-        target,
-        duration: float,
-        record_every: int | None = None,
-        method: str | None = None,
-    ):
-        """One phase with the config's solver (or ``method``); ``record_every``: also return
-        the trajectory."""
-        s = self.config.solver
-        field = Field(self.net, x_current, beta, target)
-        return relax(
-            field,
-            s0,
-            duration,
-            method=method or s.method,
-            step=s.step,
-            tol=s.tol,
-            check_every=s.check_every,
-            rtol=s.rtol,
-            atol=s.atol,
-            record_every=record_every,
-            max_sweeps=s.max_sweeps,
-        )
+    def relax_phase(self, x_current: Tensor, s0: Tensor, beta, target, spec: RelaxSpec):
+        """One phase of this network from ``s0``: input current ``x_current`` (W_in x + b_1),
+        nudge ``beta`` towards ``target`` (None: free), relaxed as ``spec`` says (the run's
+        ``free_spec`` or ``clamped_spec``, or one changed, e.g. to record the trajectory)."""
+        return relax(Field(self.net, x_current, beta, target), s0, spec)
 
     def free_phase(self, x: Tensor, s0: Tensor | None = None):
         s0 = self.net.zero_state(x.shape[0]) if s0 is None else s0
         current = self.net.input_current(x)
-        return current, self.relax_phase(current, s0, 0.0, None, self.config.solver.free_duration)
+        return current, self.relax_phase(current, s0, 0.0, None, self.free_spec)
 
     def phases(self, x: Tensor, y: Tensor, idx: Tensor, sign: float) -> Phases:
         """Free phase then clamped phase for one minibatch (persistent states updated)."""
@@ -138,19 +117,18 @@ class Trainer:
         if self.persistent is not None:
             self.persistent[idx] = free.state
         target = torch.nn.functional.one_hot(y, net.sizes[-1]).to(x.dtype)
-        beta = tc.beta * sign
-        dur = self.config.solver.clamped_duration
+        beta, spec = tc.beta * sign, self.clamped_spec
         if tc.symmetric:  # +beta and -beta as one batch of 2B; update from their difference
             b = x.shape[0]
             betas = torch.cat([x.new_full((b, 1), beta), x.new_full((b, 1), -beta)])
             clamped = self.relax_phase(
-                current.repeat(2, 1), free.state.repeat(2, 1), betas, target.repeat(2, 1), dur
+                current.repeat(2, 1), free.state.repeat(2, 1), betas, target.repeat(2, 1), spec
             )
             nudged, base, beta_eff = clamped.state[:b], clamped.state[b:], 2 * beta
         else:
-            clamped = self.relax_phase(current, free.state, beta, target, dur)
+            clamped = self.relax_phase(current, free.state, beta, target, spec)
             nudged, base, beta_eff = clamped.state, free.state, beta
-        check_finite(free.state, clamped.state)
+        check_relaxed(free, clamped)
         rho = self.rates
         return Phases(free, clamped, rho(free.state), rho(base), rho(nudged), beta_eff)
 
@@ -231,7 +209,7 @@ class Trainer:
         for i in range(0, x.shape[0], bs):
             xb = x[i : i + bs].to(self.device)
             _, free = self.free_phase(xb)
-            check_finite(free.state)
+            check_relaxed(free)
             wrong += int((self.net.predict(free.state).cpu() != y[i : i + bs]).sum())
             flat += int(self.net.neuron.saturated(free.state[:, hidden]).sum())
             stats.append(free.stats)
@@ -290,6 +268,12 @@ def mean_stats(stats) -> PhaseStats:
         float(np.mean([s.converged for s in stats])),
         float(np.mean([s.passes for s in stats])),
     )
+
+
+def check_relaxed(*relaxations: Relaxation) -> None:
+    """Raise :class:`DivergenceError` if a relaxation ended on NaN or Inf."""
+    if any(r.stats.status is Status.NONFINITE for r in relaxations):
+        raise DivergenceError("the simulation diverged: NaN or Inf in the network state")
 
 
 def check_finite(*tensors: Tensor) -> None:
