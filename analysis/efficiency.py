@@ -43,8 +43,9 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from ctsp import config as cfg
 from ctsp import data as datasets
-from ctsp.app import build_discrete_network, make_learner
+from ctsp.config import make_learner
 from ctsp.runs import resolve_device
+from models import build_discrete_network
 
 TARGET = "target"  # the target generator's forward pass (sigprop)
 UPDATE = "update"  # one optimizer step over several layers (BP, FA, DFA)

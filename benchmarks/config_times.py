@@ -29,10 +29,12 @@ import torch
 
 from ctsp import config as cfg
 from ctsp import continuous, data, discrete
-from ctsp.app import build_discrete_network, build_loop_network, make_learner
+from ctsp.app import build_loop_network
+from ctsp.config import make_learner
 from ctsp.continuous import chl_update
 from ctsp.errors import DataError
 from ctsp.runs import machine_line
+from models import build_discrete_network
 
 MIN_EXAMPLES = 200  # timed training examples at least (10 minibatches of 20)
 OUT = Path(__file__).resolve().parents[1] / "ctsp" / "configs" / "times.json"

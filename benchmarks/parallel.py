@@ -50,10 +50,12 @@ from torch import distributed as dist  # noqa: E402
 from analysis import Link, measure_efficiency, pipeline_seconds, replica_seconds  # noqa: E402
 from ctsp import config as cfg  # noqa: E402
 from ctsp import data as datasets  # noqa: E402
-from ctsp.app import build_discrete_network, make_learner, training_backend  # noqa: E402
+from ctsp.app import training_backend  # noqa: E402
+from ctsp.config import make_learner  # noqa: E402
 from ctsp.discrete import DiscreteTrainer, split_layers  # noqa: E402
 from ctsp.nn import StaticNeuron  # noqa: E402
 from ctsp.runs import cpu_threads, machine_line, process_group  # noqa: E402
+from models import build_discrete_network  # noqa: E402
 
 CPU = torch.device("cpu")
 # name: (rule, stages, replicas, threads)

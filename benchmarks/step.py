@@ -43,10 +43,12 @@ passive_openmp_wait()  # as the ctsp command does, before torch loads its OpenMP
 import torch  # noqa: E402
 
 from ctsp import config as cfg  # noqa: E402
-from ctsp.app import build_discrete_network, build_loop_network, make_learner  # noqa: E402
+from ctsp.app import build_loop_network  # noqa: E402
+from ctsp.config import make_learner  # noqa: E402
 from ctsp.continuous import Trainer  # noqa: E402
 from ctsp.discrete import DiscreteTrainer  # noqa: E402
 from ctsp.runs import cpu_threads, machine_line  # noqa: E402
+from models import build_discrete_network  # noqa: E402
 
 CPU = torch.device("cpu")
 SHAPES = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from . import continuous, discrete, runs
-from .config import ARCHS, DiscreteRunConfig, RunConfig
+from .config import DiscreteRunConfig, RunConfig, make_learner
 from .errors import ConfigError, PerformanceWarning
-from .nn import precision_warning, uses_channels_last
+from .nn import precision_warning
 from .runs import Recorder, RunResult
 
 
@@ -61,30 +61,6 @@ def tensorboard_recorder(rec) -> list[Recorder]:
         raise ConfigError(
             "record.tensorboard needs the tensorboard package: pip install -e '.[tensorboard]'"
         ) from None
-
-
-def build_discrete_network(config: DiscreteRunConfig, image_shape: tuple[int, int, int], classes):
-    """The network of ``config.model`` and ``config.signal``, seeded by ``config.seed``
-    (``models.spiking`` for ``arch = "snn"``, else ``models.discrete``); the weights of a
-    convolutional network channels-last (``ctsp.nn.precision``)."""
-    torch.manual_seed(config.seed)
-    if config.model.arch == "snn":
-        from models.spiking import build as build_snn
-
-        net = build_snn(config, image_shape, classes)
-    else:
-        from models.discrete import build
-
-        net = build(config.model, config.signal, image_shape, classes)
-    if uses_channels_last(net):
-        net = net.to(memory_format=torch.channels_last)
-    return net
-
-
-def make_learner(net, config: DiscreteRunConfig) -> discrete.Learner:
-    """The learner of ``config.train.rule`` for ``net``, from the registry of the
-    architecture's family (``config.ARCHS``)."""
-    return ARCHS[config.model.arch][config.train.rule](net, config)
 
 
 def training_backend(trainer, rank: int, image_shape: tuple[int, ...]):
@@ -195,6 +171,8 @@ def train(
     data = runs.load_data(config) if data is None else data
     recorders = build_recorders(config, data) if recorders is None else recorders
     if network is None:
+        from models import build_discrete_network
+
         network = build_discrete_network(config, data.image_shape, data.classes)
     par = config.parallel
     with runs.process_group(par.stages * par.replicas, device) as rank:

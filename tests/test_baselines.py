@@ -9,9 +9,9 @@ from torch.nn import functional as F
 
 from ctsp import config as cfg
 from ctsp import data as datasets
-from ctsp.app import build_discrete_network as build_network
-from ctsp.app import make_learner, train
+from ctsp.app import train
 from ctsp.cli import main
+from ctsp.config import make_learner
 from ctsp.discrete import (
     DiscreteTrainer,
     FeedbackAlignmentFunction,
@@ -19,6 +19,7 @@ from ctsp.discrete import (
     similarity,
 )
 from ctsp.errors import DivergenceError
+from models import build_discrete_network as build_network
 
 DIGITS = (1, 8, 8)
 CPU = torch.device("cpu")

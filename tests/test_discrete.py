@@ -8,9 +8,9 @@ import xarray as xr
 
 from ctsp import config as cfg
 from ctsp import runs
-from ctsp.app import build_discrete_network as build_network
-from ctsp.app import make_learner, train
+from ctsp.app import train
 from ctsp.cli import main
+from ctsp.config import make_learner
 from ctsp.discrete import ClassifierCE, DiscreteTrainer, LPred, Sigprop, augment, learning_rate
 from ctsp.errors import ConfigError, DivergenceError
 from ctsp.nn import (
@@ -27,6 +27,7 @@ from ctsp.nn import (
     recalibrate_batch_norm,
 )
 from models import LoopNetwork
+from models import build_discrete_network as build_network
 from models.discrete import build, count_parameters
 
 DIGITS = (1, 8, 8)

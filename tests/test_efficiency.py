@@ -19,8 +19,8 @@ from analysis.efficiency import (
 )
 from ctsp import config as cfg
 from ctsp import data as datasets
-from ctsp.app import build_discrete_network as build_network
-from ctsp.app import make_learner
+from ctsp.config import make_learner
+from models import build_discrete_network as build_network
 
 RULES = ("sigprop", "bp", "fa", "dfa", "ll-bp", "ll-fa", "shallow")
 

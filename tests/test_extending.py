@@ -6,10 +6,11 @@ import torch
 
 from ctsp import config as cfg
 from ctsp import data as datasets
-from ctsp.app import build_discrete_network, train
+from ctsp.app import train
 from ctsp.discrete import RULES, ClassifierCE, Rules
 from ctsp.errors import ConfigError
 from ctsp.spiking import NEURON_MODELS, SpikingNeuron
+from models import build_discrete_network
 
 QUIET = {"progress": False, "log": lambda line: None}
 

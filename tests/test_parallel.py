@@ -286,8 +286,9 @@ def _gradients(case: str, rank: int | None = None) -> dict:
     learning rate 0, in one process (``rank`` None) or as replica ``rank`` of 2."""
     from ctsp import config as cfg
     from ctsp import data as datasets
-    from ctsp.app import build_discrete_network, make_learner
+    from ctsp.config import make_learner
     from ctsp.discrete import DataParallel, DiscreteTrainer
+    from models import build_discrete_network
 
     spec = REPLICA_CASES[case]
     config = cfg.from_dict(
@@ -378,9 +379,11 @@ def test_data_parallel_replicas_are_deterministic_and_close_to_one_process(tmp_p
 
 def test_parallel_split_sets_the_stages_by_hand_and_must_cover_the_layers(capsys):
     from ctsp import config as cfg
-    from ctsp.app import build_discrete_network, make_learner, training_backend
+    from ctsp.app import training_backend
+    from ctsp.config import make_learner
     from ctsp.discrete import DiscreteTrainer
     from ctsp.errors import ConfigError
+    from models import build_discrete_network
 
     def backend(split):
         c = cfg.from_dict({"parallel": {"stages": 2, "split": split}}, cfg.DiscreteRunConfig)

@@ -9,11 +9,12 @@ import torch
 from ctsp import config as cfg
 from ctsp import data as datasets
 from ctsp import discrete, spiking
-from ctsp.app import build_discrete_network, make_learner
 from ctsp.cli import main
+from ctsp.config import make_learner
 from ctsp.discrete import DiscreteTrainer
 from ctsp.errors import ConfigError
 from ctsp.nn import Conv2d, Linear, precision_warning
+from models import build_discrete_network
 
 CPU = torch.device("cpu")
 DIGITS = (1, 8, 8)

@@ -9,9 +9,9 @@ import xarray as xr
 
 from ctsp import config as cfg
 from ctsp import data as datasets
-from ctsp.app import build_discrete_network as build_network
-from ctsp.app import make_learner, train
+from ctsp.app import train
 from ctsp.cli import main
+from ctsp.config import make_learner
 from ctsp.discrete import DiscreteTrainer
 from ctsp.errors import ConfigError
 from ctsp.spiking import (
@@ -24,6 +24,7 @@ from ctsp.spiking import (
     if_step,
     repeat_in_time,
 )
+from models import build_discrete_network as build_network
 from models.discrete import count_parameters
 from models.spiking import SpikingNetwork
 

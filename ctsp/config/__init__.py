@@ -41,10 +41,12 @@ from .discrete import (
     ParallelConfig,
     SignalConfig,
     TrainDataConfig,
+    make_learner,
 )
 from .schedule import SCHEDULES, LRSchedule
 
 __all__ = [
+    "make_learner",
     "ARCHS",
     "ROOTS",
     "SCHEDULES",

@@ -46,6 +46,12 @@ ARCHS = Registry(
 )
 
 
+def make_learner(net, config):
+    """The ``ctsp.discrete.Learner`` of ``config.train.rule`` for ``net``, from the registry of
+    the architecture's family (:data:`ARCHS`)."""
+    return ARCHS[config.model.arch][config.train.rule](net, config)
+
+
 def _valid_rules() -> str:
     return "; ".join(f"{arch}: {', '.join(rules)}" for arch, rules in ARCHS.items())
 

@@ -64,7 +64,7 @@ class DiscreteTrainer:
 
     Args:
         net: the network (``models.discrete.DiscreteNetwork`` or a subclass).
-        learner: a :class:`ctsp.discrete.Learner` for ``net`` (``ctsp.app.make_learner``).
+        learner: a :class:`ctsp.discrete.Learner` for ``net`` (``ctsp.config.make_learner``).
         config: the ``DiscreteRunConfig``.
         device: where the minibatches go.
         backend: the training backend that runs the minibatches (default: one process).
