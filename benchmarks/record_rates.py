@@ -47,7 +47,8 @@ def main() -> None:
     arrays = {}
     for k, e in enumerate(net.edges):
         dst = net.populations[e.dst]
-        arrays[f"pre_{k}"] = trainer.presynaptic(x, e, ph.free_rates).numpy()
+        pre = x.flatten(1) if e.src < 0 else ph.free_rates[:, net.populations[e.src]]
+        arrays[f"pre_{k}"] = pre.numpy()
         arrays[f"free_{k}"] = ph.base_rates[:, dst].numpy()
         arrays[f"nudged_{k}"] = ph.nudged_rates[:, dst].numpy()
         diff = arrays[f"nudged_{k}"] - arrays[f"free_{k}"]

@@ -159,6 +159,19 @@ PY_RULES = (
         DEFINE,
         prelude="from ctsp.spiking import SpikingNeuron\n",
     ),
+    # The same for a continuous-time solver and learning rule (ctsp/continuous/).
+    PyRule(
+        "docs/architecture.md",
+        r"^class HandEuler\(TimeStepping\):",
+        DEFINE,
+        prelude="from ctsp.continuous import TimeStepping\n",
+    ),
+    PyRule(
+        "docs/architecture.md",
+        r"^class OutputOnlyCHL\(ContrastiveHebbian\):",
+        DEFINE,
+        prelude="from ctsp.continuous import ContrastiveHebbian\n",
+    ),
     # Times four rules on VGG8b, batch 128: 7 minutes here (cores shared); its imports
     # run (the names exist), the measurement does not.
     PyRule("docs/baselines.md", r"^rows = measure\(", IMPORTS),

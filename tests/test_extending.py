@@ -1,12 +1,14 @@
-"""The seams: a new learning rule and a new spiking neuron model are one class plus one
-registration, and the configuration, the error messages and the runs pick them up."""
+"""The seams: a new learning rule (discrete or continuous-time), a new solver and a new spiking
+neuron model are one class plus one registration, and the configuration, the error messages and
+the runs pick them up."""
 
 import pytest
 import torch
 
 from ctsp import config as cfg
+from ctsp import continuous
 from ctsp import data as datasets
-from ctsp.app import train
+from ctsp.app import build_loop_network, simulate, train
 from ctsp.discrete import RULES, ClassifierCE, Rules
 from ctsp.errors import ConfigError
 from ctsp.spiking import NEURON_MODELS, SpikingNeuron
@@ -96,3 +98,58 @@ def test_a_registered_neuron_model_runs_in_a_spiking_network(registered, tmp_pat
     models = {type(m) for m in result.network.modules() if isinstance(m, SpikingNeuron)}
     assert models == {LIFNeuron}
     assert bool(result.metrics.train_loss.notnull().all())
+
+
+class OutputOnlyCHL(continuous.ContrastiveHebbian):
+    """A toy continuous-time rule: Eq. 14 for the projections into the output alone."""
+
+    def update(self, net, x, phases, lr):
+        out = len(net.populations) - 1
+        only = {e.name: (lr[e.name] if e.dst == out else 0.0) for e in net.edges}
+        super().update(net, x, phases, only)
+
+
+class HandEuler(continuous.TimeStepping):
+    """A toy time-stepping solver: projected Euler written out, s <- clip(s + dt f(s))."""
+
+    def advance(self, field, state, t0, k, dt, spec):
+        for _ in range(k):
+            prev, state = state, field.field.project_(state + dt * field(t0, state))
+        return state, (state - prev).abs().amax(1) / dt
+
+
+@pytest.fixture
+def continuous_registered():
+    continuous.RULES.register("output-chl", OutputOnlyCHL)
+    continuous.SOLVERS.register("hand-euler", HandEuler("hand-euler"))
+    yield
+    continuous.RULES.unregister("output-chl")
+    continuous.SOLVERS.unregister("hand-euler")
+
+
+def test_a_registered_solver_and_continuous_rule_run(continuous_registered, tmp_path, digits):
+    """The recipe of docs/architecture.md: the toy solver relaxes as torchdiffeq's Euler does,
+    and `ctsp simulate` with both trains the output projection alone."""
+    from models import LoopNetwork
+
+    torch.manual_seed(0)
+    net = LoopNetwork([64, 32, 10]).double()
+    field = continuous.Field(net, net.input_current(torch.rand(3, 64, dtype=torch.float64)))
+    spec = continuous.RelaxSpec("hand-euler", 3.0, step=0.25)
+    ours = continuous.relax(field, net.zero_state(3), spec)
+    theirs = continuous.relax(field, net.zero_state(3), spec.but(method="euler"))
+    torch.testing.assert_close(ours.state, theirs.state, rtol=0, atol=1e-12)
+    assert (ours.stats.steps, ours.stats.nfe) == (12, 12)
+    config = cfg.from_dict(
+        {"solver": {"method": "hand-euler"}, "train": {"rule": "output-chl", "epochs": 2}}
+    )
+    result = simulate(config, tmp_path / "run", data=digits, **QUIET)
+    before = build_loop_network(config)
+    out = len(before.populations) - 1
+    for e in result.network.edges:  # 64-256-10: ff1 projects into the output
+        moved = not torch.equal(result.network.projections[e.name].weight,
+                                before.projections[e.name].weight)  # fmt: skip
+        assert moved == (e.dst == out), e.name
+    assert result.metrics.test_error.values[-1] < 0.5
+    with pytest.raises(ConfigError, match=r"train\.rule: 'nope'; valid: chl, output-chl"):
+        cfg.from_dict({"train": {"rule": "nope"}})

@@ -7,7 +7,7 @@ Five sections and three top-level keys::
     [network]  sizes, loop, rate, tau
     [solver]   method, step, free_duration, clamped_duration, tol, check_every, rtol, atol,
                max_sweeps
-    [train]    epochs, schedule_epochs, batch_size, beta, beta_sign, symmetric, lr, loop_lr,
+    [train]    epochs, schedule_epochs, batch_size, rule, beta, beta_sign, symmetric, lr, loop_lr,
                persistent, chl_backend, decay, decay_at, schedule, t_max, eval_batch_size, health
     [record]   trajectories, trajectory_epochs, populations, stride, alignment_every
 
@@ -19,7 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..continuous import BETA_SIGNS, CHL_BACKENDS, LOOP_MODES, SOLVERS, ode_methods, step_count
+from ..continuous import (
+    BETA_SIGNS,
+    CHL_BACKENDS,
+    LOOP_MODES,
+    RULES,
+    SOLVERS,
+    ode_methods,
+    step_count,
+)
 from ..data import DATASET_NAMES
 from ..errors import ConfigError
 from ..nn import RATE_FUNCTIONS
@@ -129,6 +137,7 @@ class TrainConfig(Section, LRSchedule):
         "more epochs keeps the plan the run started with, the new epochs at its last rate",
     )
     batch_size: int = option(20, "minibatch size")
+    rule: str = option("chl", "learning rule of the projections (chl: Eq. 14)", RULES)
     beta: float = option(0.5, "nudging strength of the clamped phase (> 0)")
     beta_sign: str = option("random", "sign of beta per minibatch", BETA_SIGNS)
     symmetric: bool = option(False, "nudge with +beta and -beta, update from their difference")

@@ -5,8 +5,9 @@ from :data:`SOLVERS` relaxes them (:func:`relax`, as a :class:`RelaxSpec` says) 
 and a clamped phase (an ODE method, or "steady": the phase's fixed point by layer sweeps,
 :class:`Steady`), a :class:`Relaxation` with its :class:`RelaxStats` and :class:`Status` each
 (:func:`relaxation_dataset`: a recorded one as xarray); every
-projection, the loop-back included, learns by the contrastive Hebbian rule of Eq. 14
-(:func:`chl_update`, :class:`CHL`); :class:`Trainer` runs the phases and updates of a network
+projection, the loop-back included, learns by the rule of ``train.rule`` (:data:`RULES`; the
+contrastive Hebbian rule of Eq. 14 by default, :class:`ContrastiveHebbian` through
+:func:`chl_update`, :class:`CHL`); :class:`Trainer` runs the phases and updates of a network
 minibatch by minibatch (``ctsp.runs.fit`` drives it through the epochs).
 """
 
@@ -23,6 +24,7 @@ from .field import (
     recurrent_edges,
 )
 from .plasticity import BACKENDS, CHL, CHL_BACKENDS, chl_bias_update, chl_update
+from .rules import RULES, ContrastiveHebbian
 from .solvers import (
     SOLVERS,
     Adaptive,
@@ -58,8 +60,10 @@ __all__ = [
     "CHL_BACKENDS",
     "LOOP_MODES",
     "RESUMABLE_KEYS",
+    "RULES",
     "SOLVERS",
     "Adaptive",
+    "ContrastiveHebbian",
     "Counted",
     "Field",
     "FixedGrid",

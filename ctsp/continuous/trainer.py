@@ -24,7 +24,7 @@ from torch import Tensor
 from ..errors import ConfigError, DivergenceError
 from ..registry import Registry
 from .field import Field
-from .plasticity import CHL
+from .rules import RULES
 from .solvers import Relaxation, RelaxSpec, Status, relax
 
 BETA_SIGNS = Registry(
@@ -90,7 +90,7 @@ class Trainer:
 
     def __init__(self, net, config, device: torch.device, n_train: int) -> None:
         self.net, self.config, self.device = net, config, device
-        self.rule = CHL(config.train.chl_backend)
+        self.rule = RULES[config.train.rule](config)
         feed_forward = [e.name for e in net.edges if e.name != "loop"]
         self.lr = dict(zip(feed_forward, config.train.lr, strict=True))
         self.lr["loop"] = config.train.loop_lr
@@ -138,27 +138,10 @@ class Trainer:
         sigmoid) the state is its own rate: no copy."""
         return state if self.net.neuron.fn.identity_within_bounds else self.net.neuron.rho(state)
 
-    def presynaptic(self, x: Tensor, edge, rates: Tensor) -> Tensor:
-        """The presynaptic rates of ``edge``: the input x for the input projection."""
-        return x.flatten(1) if edge.src < 0 else rates[:, self.net.populations[edge.src]]
-
     def update(self, x: Tensor, ph: Phases) -> None:
-        """Eq. 14 for every trainable projection (loop-back included) and the biases."""
-        net = self.net
-        for e in net.edges:
-            proj, lr = net.projections[e.name], self.lr[e.name] * self.lr_scale
-            if not proj.trainable or lr == 0:
-                continue
-            dst = net.populations[e.dst]
-            self.rule.apply(
-                proj.weight,
-                net.biases[e.dst] if e.owns_bias else None,
-                self.presynaptic(x, e, ph.free_rates),
-                ph.base_rates[:, dst],
-                ph.nudged_rates[:, dst],
-                lr,
-                ph.beta,
-            )
+        """The rule of ``train.rule`` (:data:`RULES`; Eq. 14 by default) with this epoch's
+        learning rates."""
+        self.rule.update(self.net, x, ph, {k: v * self.lr_scale for k, v in self.lr.items()})
 
     def train_batch(self, x: Tensor, y: Tensor, idx: Tensor, sign: float):
         """Phases and update of one minibatch; returns (training errors, free, clamped stats)."""
