@@ -2,7 +2,7 @@
 reading runs back.
 
 - :func:`fit`: train an epoch trainer into a run directory (resume, recorders, best model,
-  metrics.nc, atomic checkpoints, log line, ``stop_after``);
+  metrics.nc, atomic checkpoints, log line, ``stop_after``) through a :class:`LiveRun`;
 - :class:`Recorder` (hooks after every minibatch and epoch, state kept by name) and the
   :class:`EpochTrainer` protocol;
 - run-directory rules (:func:`run_directory`: refuse non-empty, ``--force``, ``--resume``, a
@@ -16,6 +16,7 @@ reading runs back.
 from . import files
 from .checkpoint import SCHEDULE_KEYS, load_checkpoint, resumed_config
 from .hooks import EpochTrainer, Recorder
+from .live import LiveRun
 from .loop import (
     RunResult,
     fit,
@@ -41,6 +42,7 @@ from .workers import (
 
 __all__ = [
     "Heartbeat",
+    "LiveRun",
     "hang_timeout",
     "SCHEDULE_KEYS",
     "EpochTrainer",
