@@ -45,7 +45,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ctsp {__version__}")
     _debug_argument(p, False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    commands = [_simulate_parser(sub), _train_parser(sub), _sweep_parser(sub), _plot_parser(sub)]
+    commands.append(
+        sub.add_parser("configs", help="list the bundled configs (simulate, then train)")
+    )
+    commands += _data_parsers(sub)
+    for sp in commands:  # `ctsp simulate ... --debug` as well as `ctsp --debug ...`
+        _debug_argument(sp, argparse.SUPPRESS)
+    return p
 
+
+def _simulate_parser(sub) -> argparse.ArgumentParser:
     s = sub.add_parser(
         "simulate",
         help="train the continuous-time sigprop loop network (Eq. 13/14)",
@@ -66,7 +76,10 @@ def _parser() -> argparse.ArgumentParser:
         "trajectories.nc at the end of the run (record.trajectories; every K epochs with "
         "--set record.trajectory_epochs=K)",
     )
+    return s
 
+
+def _train_parser(sub) -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train",
         help="train a discrete network by sigprop (FC, CONV, VGG8b; Sec. III-IV)",
@@ -85,7 +98,10 @@ def _parser() -> argparse.ArgumentParser:
         help="start N local processes for a parallel run (N = parallel.stages x "
         "parallel.replicas; under torchrun, leave it out)",
     )
+    return t
 
+
+def _sweep_parser(sub) -> argparse.ArgumentParser:
     w = sub.add_parser(
         "sweep",
         help="a study: a spec's keys swept over seeds on Ray Tune, each trial a run directory",
@@ -114,7 +130,10 @@ def _parser() -> argparse.ArgumentParser:
         help="stop the trials after M minutes (a long sweep in parts: rerun to continue it)",
     )
     w.add_argument("--summary", action="store_true", help="summarise the sweep in SPEC_OR_DIR")
+    return w
 
+
+def _plot_parser(sub) -> argparse.ArgumentParser:
     pl = sub.add_parser(
         "plot",
         help="learning curves of a run or a sweep as PNGs",
@@ -125,9 +144,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("path", metavar="RUN_OR_SWEEP", help="a run or sweep directory")
     pl.add_argument("--out", help="write the PNGs here (default: into RUN_OR_SWEEP)")
+    return pl
 
-    c = sub.add_parser("configs", help="list the bundled configs (simulate, then train)")
 
+def _data_parsers(sub) -> list[argparse.ArgumentParser]:
     d = sub.add_parser("data", help="list or check datasets")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     dl = dsub.add_parser("list", help="each dataset: where it was found or how to get it")
@@ -136,9 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     dc.add_argument("name")
     dc.add_argument("--data-dir", help="look in this directory first")
     dc.add_argument("--no-download", action="store_true", help="do not download when absent")
-    for sp in (s, t, w, pl, c, dl, dc):  # `ctsp simulate ... --debug` as well as `ctsp --debug ...`
-        _debug_argument(sp, argparse.SUPPRESS)
-    return p
+    return [dl, dc]
 
 
 def _debug_argument(p: argparse.ArgumentParser, default) -> None:

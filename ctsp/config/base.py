@@ -170,37 +170,37 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# a field's default type -> what a value of it must be, and the words for it (bool before int:
+# a bool is an int)
+_SCALARS = (
+    (bool, lambda v: isinstance(v, bool), "true or false"),
+    (int, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    (float, lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    (str, lambda v: isinstance(v, str), "a string"),
+)
+
+
 def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Check ``value`` against the type of the field's default; ints are accepted for floats;
-    a list field with an empty default holds integers and may be empty."""
+    """Check ``value`` against the type of the field's default; ints are accepted for floats
+    (which must be finite); a list field with an empty default holds integers and may be
+    empty."""
 
     def bad(expected: str) -> ConfigError:
         return ConfigError(f"wrong type for {key}: {value!r} (expected {expected})")
 
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad("a number")
-        if not math.isfinite(value):
-            raise bad("a finite number")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise bad("a string")
-        return value
     if isinstance(default, tuple):  # a list like the default; an empty default: of integers
         if not isinstance(value, list | tuple) or (default and not value):
             raise bad("a non-empty list" if default else "a list of integers")
         proto = default[0] if default else 0
         return tuple(_coerce(f"{key}[{i}]", v, proto) for i, v in enumerate(value))
-    raise TypeError(f"unsupported config field type for {key}")
+    kind, accepts, expected = next((t for t in _SCALARS if isinstance(default, t[0])), (None,) * 3)
+    if kind is None:
+        raise TypeError(f"unsupported config field type for {key}")
+    if not accepts(value):
+        raise bad(expected)
+    if kind is float and not math.isfinite(value):
+        raise bad("a finite number")
+    return float(value) if kind is float else value
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:

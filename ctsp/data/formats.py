@@ -74,12 +74,29 @@ def read_idx(path: str | Path, *, ndim: int | None = None) -> np.ndarray:
     match the header.
     """
     path = Path(path)
+    raw = _read_bytes(path)
+    header = _check_idx_header(raw, path, ndim)
+    dims = struct.unpack(f">{raw[3]}I", raw[4:header])
+    expected_bytes = math.prod(dims)
+    got = len(raw) - header
+    if got != expected_bytes:
+        raise DataError(
+            f"IDX payload too {'short' if got < expected_bytes else 'long'} in {path}: the "
+            f"header says {'x'.join(str(d) for d in dims)} = {expected_bytes} bytes, the file "
+            f"has {got}"
+        )
+    return (
+        np.frombuffer(raw, dtype=np.uint8, count=expected_bytes, offset=header).reshape(dims).copy()
+    )
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when its name ends in ``.gz`` (one-line DataErrors)."""
     try:
         if path.name.endswith(".gz"):
             with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            raw = path.read_bytes()
+                return f.read()
+        return path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"IDX file not found: {path}") from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
@@ -90,39 +107,26 @@ def read_idx(path: str | Path, *, ndim: int | None = None) -> np.ndarray:
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or _one_line(exc)}") from None
 
+
+def _check_idx_header(raw: bytes, path: Path, ndim: int | None) -> int:
+    """Check an IDX file's magic number (``0x00000800 | ndim`` when ``ndim`` is given) and
+    that its header is whole; the header's length in bytes."""
     if len(raw) < 4:
         raise DataError(f"{path} is too short to be an IDX file ({len(raw)} bytes)")
     magic = int.from_bytes(raw[:4], "big")
-    dims_count = raw[3]
     if ndim is not None:
         bad = magic != (0x800 | ndim)
         kind = {1: "labels", 3: "images"}.get(ndim, f"{ndim}-d unsigned-byte")
         expected = f"0x{0x800 | ndim:08x} for an IDX {kind} file"
     else:
-        bad = raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or dims_count == 0
+        bad = raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] == 0
         expected = "0x000008NN for an unsigned-byte IDX file"
     if bad:
         raise DataError(f"wrong magic number 0x{magic:08x} in {path}: expected {expected}")
-    header = 4 + 4 * dims_count
+    header = 4 + 4 * raw[3]
     if len(raw) < header:
         raise DataError(f"{path} ends inside its IDX header ({len(raw)} of {header} bytes)")
-    dims = struct.unpack(f">{dims_count}I", raw[4:header])
-    expected_bytes = math.prod(dims)
-    got = len(raw) - header
-    shape_text = "x".join(str(d) for d in dims)
-    if got < expected_bytes:
-        raise DataError(
-            f"IDX payload too short in {path}: the header says {shape_text} = "
-            f"{expected_bytes} bytes, the file has {got}"
-        )
-    if got > expected_bytes:
-        raise DataError(
-            f"IDX payload too long in {path}: the header says {shape_text} = "
-            f"{expected_bytes} bytes, the file has {got}"
-        )
-    return (
-        np.frombuffer(raw, dtype=np.uint8, count=expected_bytes, offset=header).reshape(dims).copy()
-    )
+    return header
 
 
 def _read_idx_pair(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -183,17 +187,7 @@ class _BatchUnpickler(pickle.Unpickler):
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 3, 32, 32) uint8 and labels (N,) int64 from one CIFAR-10 batch file."""
-    try:
-        with open(path, "rb") as f:
-            batch = _BatchUnpickler(f, encoding="bytes").load()
-    except FileNotFoundError:
-        raise DataError(f"CIFAR-10 batch file missing: {path}") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or _one_line(exc)}") from None
-    except Exception as exc:  # a corrupt pickle can raise almost anything
-        raise DataError(
-            f"corrupt CIFAR-10 batch {path}: cannot unpickle it ({_one_line(exc)})"
-        ) from None
+    batch = _unpickle_batch(path)
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise DataError(f"corrupt CIFAR-10 batch {path}: expected a dict with data and labels")
     data, labels = batch[b"data"], batch[b"labels"]
@@ -203,17 +197,34 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(
             f"corrupt CIFAR-10 batch {path}: rows have {data.shape[1]} values, expected 3072"
         )
+    return data.reshape(-1, 3, 32, 32), _cifar_labels(labels, data.shape[0], path)
+
+
+def _unpickle_batch(path: Path):
+    try:
+        with open(path, "rb") as f:
+            return _BatchUnpickler(f, encoding="bytes").load()
+    except FileNotFoundError:
+        raise DataError(f"CIFAR-10 batch file missing: {path}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or _one_line(exc)}") from None
+    except Exception as exc:  # a corrupt pickle can raise almost anything
+        raise DataError(
+            f"corrupt CIFAR-10 batch {path}: cannot unpickle it ({_one_line(exc)})"
+        ) from None
+
+
+def _cifar_labels(labels, n: int, path: Path) -> np.ndarray:
+    """A batch's labels as int64 (n,), each a class."""
     try:
         y = np.asarray(labels, dtype=np.int64).reshape(-1)
     except (TypeError, ValueError):
         raise DataError(f"corrupt CIFAR-10 batch {path}: labels are not integers") from None
-    if y.shape[0] != data.shape[0]:
-        raise DataError(
-            f"corrupt CIFAR-10 batch {path}: {data.shape[0]} images but {y.shape[0]} labels"
-        )
+    if y.shape[0] != n:
+        raise DataError(f"corrupt CIFAR-10 batch {path}: {n} images but {y.shape[0]} labels")
     if y.size and (int(y.min()) < 0 or int(y.max()) >= NUM_CLASSES):
         raise DataError(f"corrupt CIFAR-10 batch {path}: labels outside 0..{NUM_CLASSES - 1}")
-    return data.reshape(-1, 3, 32, 32), y
+    return y
 
 
 def _read_cifar_dir(batch_dir: Path) -> _Arrays:
@@ -248,19 +259,7 @@ def _extract_cifar(archive: Path, dest_root: Path) -> Path:
         raise DataError(f"cannot extract {archive} into {dest_root}: {_one_line(exc)}") from None
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            for member in tar:
-                member_path = PurePosixPath(member.name)
-                if member_path.is_absolute() or ".." in member_path.parts or "\\" in member.name:
-                    raise DataError(
-                        f"unsafe path {member.name!r} in {archive}; refusing to extract"
-                    )
-                if not member.isfile() or member_path.as_posix() not in wanted:
-                    continue
-                source = tar.extractfile(member)
-                if source is None:
-                    continue
-                with source, open(tmp / member_path.name, "wb") as out:
-                    shutil.copyfileobj(source, out)
+            _extract_members(tar, archive, tmp, wanted)
         missing = [b for b in CIFAR_BATCHES if not (tmp / b).is_file()]
         if missing:
             raise DataError(f"{archive} lacks {CIFAR_FOLDER}/{', '.join(missing)}")
@@ -274,3 +273,19 @@ def _extract_cifar(archive: Path, dest_root: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _extract_members(tar: tarfile.TarFile, archive: Path, tmp: Path, wanted: set[str]) -> None:
+    """Copy the regular files of ``tar`` named in ``wanted`` into ``tmp``; refuse the archive
+    if a member's path is absolute or climbs with ``..``."""
+    for member in tar:
+        member_path = PurePosixPath(member.name)
+        if member_path.is_absolute() or ".." in member_path.parts or "\\" in member.name:
+            raise DataError(f"unsafe path {member.name!r} in {archive}; refusing to extract")
+        if not member.isfile() or member_path.as_posix() not in wanted:
+            continue
+        source = tar.extractfile(member)
+        if source is None:
+            continue
+        with source, open(tmp / member_path.name, "wb") as out:
+            shutil.copyfileobj(source, out)
