@@ -96,7 +96,12 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="start N local processes for a parallel run (N = parallel.stages x "
-        "parallel.replicas; under torchrun, leave it out)",
+        "parallel.replicas; under torchrun, leave it out); at most the usable cores",
+    )
+    t.add_argument(
+        "--oversubscribe",
+        action="store_true",
+        help="allow --workers beyond this machine's usable cores (each process loads torch)",
     )
     return t
 
@@ -291,7 +296,7 @@ def _run(args: argparse.Namespace) -> int:
     from .app import simulate, train
 
     run = simulate if args.command == "simulate" else train
-    workers = _start_workers(args)
+    workers = _start_workers(args, config)
     try:
         run(
             config,
@@ -308,10 +313,11 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_workers(args: argparse.Namespace) -> list:
+def _start_workers(args: argparse.Namespace, config) -> list:
     """``--workers N``: ranks 1 … N-1 as copies of this command (``ctsp.runs.launch``); none
-    in a process that a launcher started (it has a rank already)."""
-    from .errors import ConfigError
+    in a process that a launcher started (it has a rank already). Refused before anything
+    starts: N other than the run's processes, or more than the usable cores (unless
+    ``--oversubscribe``)."""
     from .runs import launch, watch_parent, watch_workers
 
     n = getattr(args, "workers", None)
@@ -320,11 +326,29 @@ def _start_workers(args: argparse.Namespace) -> list:
         return []
     if n is None or n == 1:
         return []
-    if n < 1:
-        raise ConfigError(f"--workers must be at least 1 (got {n})")
+    _check_workers(n, config, args.oversubscribe)
     procs = launch(args.argv, n)
     watch_workers(procs)
     return procs
+
+
+def _check_workers(n: int, config, oversubscribe: bool) -> None:
+    from .errors import ConfigError
+    from .runs.threads import usable_cores
+
+    size = config.parallel.stages * config.parallel.replicas
+    if n < 1 or n != size:
+        raise ConfigError(
+            f"--workers {n}, but the run needs {size} process(es) (parallel.stages "
+            f"{config.parallel.stages} x parallel.replicas {config.parallel.replicas}): use "
+            f"--workers {size}"
+        )
+    cores = usable_cores()
+    if n > cores and not oversubscribe:
+        raise ConfigError(
+            f"--workers {n} would start {n} processes, each loading torch, on this machine's "
+            f"{cores} usable cores: use at most {cores} (--oversubscribe if more is meant)"
+        )
 
 
 def _end_workers(procs: list, grace: float = 60.0):

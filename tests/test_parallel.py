@@ -397,3 +397,34 @@ def test_parallel_split_sets_the_stages_by_hand_and_must_cover_the_layers(capsys
         backend([1, 1])
     assert main(["train", "--set", "parallel.stages=2", "--set", "parallel.split=[3]"]) == 2
     assert "one layer count >= 1 per stage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--workers", "1000", "--set", "parallel.replicas=1000"],
+            "--workers 1000 would start 1000 processes, each loading torch, on this machine's",
+        ),
+        (
+            ["--workers", "3", "--set", "parallel.replicas=2"],
+            "--workers 3, but the run needs 2 process(es) (parallel.stages 1 x parallel.replicas "
+            "2): use --workers 2",
+        ),
+        (["--workers", "0"], "--workers 0, but the run needs 1 process(es)"),
+    ],
+)
+def test_workers_the_run_or_machine_cannot_hold_are_refused_before_any_start(
+    argv, message, monkeypatch, capsys, tmp_path
+):
+    """One line, exit 2, and no process started (Popen is never called), nothing written."""
+    import subprocess
+
+    def never(*args, **kwargs):
+        raise AssertionError("a worker process was started")
+
+    monkeypatch.setattr(subprocess, "Popen", never)
+    assert main(["train", *argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "run").exists()
