@@ -348,13 +348,14 @@ def test_replicas_take_the_gradients_of_the_whole_minibatch(case, tmp_path):
         assert err <= 1e-5 * float(g.norm()) + 1e-6, (name, err, float(g.norm()))
 
 
-def assert_close_run(a, b, rtol=5e-2):
+def assert_close_run(a, b, rtol=5e-2, errors=0.01):
     """Metrics and weights of two runs equal to float rounding amplified by training: every
-    checkpoint tensor within ``rtol`` (relative norm), losses within 5e-3, errors within 1 %."""
+    checkpoint tensor within ``rtol`` (relative norm), losses within 5e-3, errors within
+    ``errors`` (1 point)."""
     ma, mb = _metrics(a), _metrics(b)
     xr.testing.assert_allclose(ma.train_loss, mb.train_loss, rtol=5e-3)
     for name in ("test_exit_error", "train_exit_error"):
-        xr.testing.assert_allclose(ma[name], mb[name], atol=0.01, rtol=0)
+        xr.testing.assert_allclose(ma[name], mb[name], atol=errors, rtol=0)
     ta = _tensors(torch.load(a / "checkpoint.pt", weights_only=False)["model"])
     tb = _tensors(torch.load(b / "checkpoint.pt", weights_only=False)["model"])
     assert ta.keys() == tb.keys()
@@ -364,7 +365,11 @@ def assert_close_run(a, b, rtol=5e-2):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [FC, [*FC, "--set", "train.rule=bp"]], ids=["sigprop", "bp"])
+@pytest.mark.parametrize(
+    "args",
+    [FC, [*FC, "--set", "train.rule=bp"], [*FC, "--set", "train.precision=bfloat16"]],
+    ids=["sigprop", "bp", "sigprop-bfloat16"],  # bfloat16: the batch statistics in float32
+)
 def test_data_parallel_replicas_are_deterministic_and_close_to_one_process(tmp_path, args):
     assert main(["train", *args, "--out", str(tmp_path / "one"), "--no-progress"]) == 0
     for run in ("a", "b"):
@@ -374,7 +379,12 @@ def test_data_parallel_replicas_are_deterministic_and_close_to_one_process(tmp_p
         )  # fmt: skip
         assert code == 0, err
     assert_same_run(tmp_path / "a", tmp_path / "b")
-    assert_close_run(tmp_path / "one", tmp_path / "a")
+    # bfloat16 keeps 8 bits: its rounding, amplified over 2 epochs, moved the weights by 8 %
+    # and a layer's test error by 4 of the 359 digits test images (measured here)
+    low = "train.precision=bfloat16" in args
+    assert_close_run(
+        tmp_path / "one", tmp_path / "a", **({"rtol": 0.15, "errors": 0.02} if low else {})
+    )
 
 
 def test_parallel_split_sets_the_stages_by_hand_and_must_cover_the_layers(capsys):

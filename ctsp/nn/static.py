@@ -183,7 +183,8 @@ class StaticNeuron(nn.Module):
             with torch.no_grad():
                 self.running_mean.lerp_(mean, self.momentum)
                 self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
-            return self._affine(h, mean, var), None if t is None else self._affine(t, *t_stats)
+            h_out = self._affine(h, mean, var).to(h.dtype)
+            return h_out, None if t is None else self._affine(t, *t_stats).to(t.dtype)
         if t is not None:
             if self.bn_targets == "running":
                 t = self._affine(t, self.running_mean.clone(), self.running_var.clone())
@@ -260,10 +261,11 @@ def _memory_format(x: Tensor) -> torch.memory_format:
 
 def _moments(parts: list[tuple[Tensor, bool]], shard: Shard | None) -> tuple[Tensor, Tensor, int]:
     """Mean and biased variance per channel over the rows (and positions) of all ``parts`` —
-    (x (N, C, ...), sharded) pairs — together, and the count. With a ``shard`` the sharded
-    parts' sums are summed over the replicas (``shard.reduce``) and counted for the whole
-    minibatch; the others (class targets, the same in every replica) count once."""
+    (x (N, C, ...), sharded) pairs — together, in float32, and the count. With a ``shard`` the
+    sharded parts' sums are summed over the replicas (``shard.reduce``) and counted for the
+    whole minibatch; the others (class targets, the same in every replica) count once."""
     c = parts[0][0].shape[1]
+    parts = [(x.float(), s) for x, s in parts]  # the sums in float32, whatever the precision
 
     def total(f) -> Tensor:
         mine = [(f(x).sum([0, *range(2, x.dim())]), s) for x, s in parts]
