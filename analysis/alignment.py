@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ctsp.continuous import LOOP_MODES
 from ctsp.errors import ConfigError
 from ctsp.runs import Recorder, files, save_netcdf
 
@@ -149,7 +150,7 @@ class AlignmentRecorder(Recorder):
                 f"invalid value for record.alignment_every: {self.every!r} (expected >= 1 "
                 "for the alignment recorder)"
             )
-        if config.network.loop == "none":
+        if not LOOP_MODES[config.network.loop].exists:
             raise ConfigError(
                 "record.alignment_every needs a loop-back projection, but network.loop is "
                 "'none'; set network.loop to 'learned' or 'fixed', or record.alignment_every to 0"

@@ -72,8 +72,9 @@ class LoopNetwork(nn.Module):
         for k in range(1, len(pops)):
             projections[f"ff{k}"] = Linear(pops[k - 1], pops[k])
             edges.append(Edge(f"ff{k}", k - 1, k))
-        if loop != "none":
-            projections["loop"] = Linear(pops[-1], pops[0], trainable=loop == "learned")
+        mode = LOOP_MODES[loop]
+        if mode.exists:
+            projections["loop"] = Linear(pops[-1], pops[0], trainable=mode.trainable)
             edges.append(Edge("loop", len(pops) - 1, 0, owns_bias=False))
         self.projections = nn.ModuleDict(projections)
         self.edges = tuple(edges)

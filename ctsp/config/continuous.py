@@ -224,7 +224,7 @@ class RunConfig(ConfigBase):
                 f"population update; use an ODE method ({ode})"
             )
         t = self.train
-        negative = t.beta_sign == "random" or t.symmetric
+        negative = BETA_SIGNS[t.beta_sign].negative or t.symmetric
         if self.solver.method == "steady" and negative and t.beta * self.network.tau >= 1:
             raise ConfigError(
                 f'solver.method "steady" with train.beta = {t.beta:g} and negative nudges '

@@ -21,12 +21,22 @@ from torch import Tensor
 
 from ..registry import Registry
 
-LOOP_MODES = Registry(
+
+@dataclass(frozen=True)
+class LoopMode:
+    """A ``network.loop`` choice: whether the network has the loop-back projection output ->
+    first hidden population, and whether it learns (by the run's rule, Eq. 14)."""
+
+    exists: bool
+    trainable: bool
+
+
+LOOP_MODES: Registry[LoopMode] = Registry(
     "loop mode",
     {
-        "learned": "the loop-back output -> first hidden population learns by CHL (Eq. 14)",
-        "fixed": "the loop-back keeps its random initial weights",
-        "none": "no loop-back projection",
+        "learned": LoopMode(exists=True, trainable=True),
+        "fixed": LoopMode(exists=True, trainable=False),  # keeps its random initial weights
+        "none": LoopMode(exists=False, trainable=False),
     },
 )
 

@@ -32,6 +32,8 @@ projection), :data:`CHL_BACKENDS` (``train.chl_backend``); for ``"auto"``: :func
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -54,16 +56,6 @@ __all__ = [
     "chl_update",
     "follow_torch_threads",
 ]
-
-CHL_BACKENDS = Registry(
-    "CHL backend",
-    {
-        "auto": "numba below a fixed density of nonzero rate differences, else torch",
-        "numba": "a parallel CPU kernel that skips zero rate differences",
-        "torch": "one addmm_ (any device)",
-    },
-)
-BACKENDS: tuple[str, ...] = CHL_BACKENDS.names()
 
 # Numba kernel dtypes (torch dtype -> numpy scalar type used for ``scale``).
 _NUMBA_DTYPES: dict[torch.dtype, type] = {torch.float32: np.float32, torch.float64: np.float64}
@@ -197,6 +189,46 @@ def auto_backend(weight: torch.Tensor, diff: torch.Tensor) -> str:
     return "numba" if density < (AUTO_DENSITY_LARGE if large else AUTO_DENSITY) else "torch"
 
 
+def _numba_check(weight: torch.Tensor) -> None:
+    if weight.device.type != "cpu":
+        raise ValueError(
+            f"backend 'numba' runs on CPU only, but the tensors are on {weight.device}; "
+            "use backend='torch' or 'auto'"
+        )
+    if weight.dtype not in _NUMBA_DTYPES:
+        raise ValueError(
+            f"backend 'numba' supports float32 and float64, got {weight.dtype}; "
+            "use backend='torch' or 'auto'"
+        )
+
+
+def _auto_apply(weight: torch.Tensor, pre: torch.Tensor, diff: torch.Tensor, scale: float):
+    CHL_BACKENDS[auto_backend(weight, diff)].apply(weight, pre, diff, scale)
+
+
+@dataclass(frozen=True)
+class ChlBackend:
+    """A ``train.chl_backend`` choice: ``apply(weight, pre, diff, scale)`` adds
+    ``scale * diff.T @ pre`` to ``weight`` in place; ``check(weight)`` refuses (ValueError) a
+    weight it cannot update, before anything is computed."""
+
+    apply: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], None]
+    check: Callable[[torch.Tensor], None] = lambda weight: None
+
+
+CHL_BACKENDS: Registry[ChlBackend] = Registry(
+    "CHL backend",
+    {
+        # numba below a fixed density of nonzero rate differences, else torch
+        "auto": ChlBackend(_auto_apply),
+        # a parallel CPU kernel that skips zero rate differences
+        "numba": ChlBackend(_numba_apply, _numba_check),
+        "torch": ChlBackend(_torch_apply),  # one addmm_ (any device)
+    },
+)
+BACKENDS: tuple[str, ...] = CHL_BACKENDS.names()
+
+
 # --------------------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------------------
@@ -313,28 +345,13 @@ def chl_update(
         )
     scale = _check_scale(scale)
 
-    if backend == "numba":
-        if weight.device.type != "cpu":
-            raise ValueError(
-                f"backend 'numba' runs on CPU only, but the tensors are on {weight.device}; "
-                "use backend='torch' or 'auto'"
-            )
-        if weight.dtype not in _NUMBA_DTYPES:
-            raise ValueError(
-                f"backend 'numba' supports float32 and float64, got {weight.dtype}; "
-                "use backend='torch' or 'auto'"
-            )
+    chosen = CHL_BACKENDS[backend]
+    chosen.check(weight)
     if weight.numel() == 0 or pre.shape[0] == 0:
         return
-
     with torch.no_grad():
         diff = nudged - free
-    if backend == "auto":
-        backend = auto_backend(weight, diff)
-    if backend == "numba":
-        _numba_apply(weight, pre, diff, scale)
-    else:
-        _torch_apply(weight, pre, diff, scale)
+    chosen.apply(weight, pre, diff, scale)
 
 
 def chl_bias_update(

@@ -15,6 +15,7 @@ writes no files and prints nothing: ``ctsp.runs.fit`` drives it epoch by epoch (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,9 +28,25 @@ from .field import Field
 from .rules import RULES
 from .solvers import Relaxation, RelaxSpec, Status, relax
 
-BETA_SIGNS = Registry(
+
+@dataclass(frozen=True)
+class BetaSign:
+    """A ``train.beta_sign`` choice: ``signs(generator, n)`` the n minibatches' signs of beta
+    (+1 or -1) from the epoch's seeded generator; ``negative``: whether any can be -1."""
+
+    signs: Callable[[torch.Generator, int], list[int]]
+    negative: bool
+
+
+BETA_SIGNS: Registry[BetaSign] = Registry(
     "beta sign",
-    {"positive": "always +beta", "random": "a random sign of beta per minibatch"},
+    {
+        "positive": BetaSign(lambda gen, n: [1] * n, negative=False),
+        "random": BetaSign(  # a random sign per minibatch
+            lambda gen, n: (torch.randint(0, 2, (n,), generator=gen) * 2 - 1).tolist(),
+            negative=True,
+        ),
+    },
 )
 
 # keys (or key prefixes ending in ".") that a resumed run may change
@@ -163,10 +180,7 @@ class Trainer:
         self.lr_scale = tc.lr_factor(epoch)
         gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         batches = torch.randperm(n, generator=gen).split(tc.batch_size)
-        if tc.beta_sign == "random":
-            signs = (torch.randint(0, 2, (len(batches),), generator=gen) * 2 - 1).tolist()
-        else:
-            signs = [1] * len(batches)
+        signs = BETA_SIGNS[tc.beta_sign].signs(gen, len(batches))
         wrong, seen, free_stats, clamped_stats = 0, 0, [], []
         for k, (idx, sign) in enumerate(zip(batches, signs, strict=True)):
             x, y = data.train_x[idx].to(self.device), data.train_y[idx].to(self.device)
