@@ -32,20 +32,26 @@ def _fan_in_uniform_(weight: Tensor, bias: Tensor | None, fan_in: int) -> None:
             bias.uniform_(-bound, bound)
 
 
+def _glorot(weight: Tensor, bias: Tensor | None, fan_in: int, fan_out: int) -> None:
+    glorot_uniform_(weight, fan_in, fan_out)  # biases stay zero
+
+
+def _fan_in(weight: Tensor, bias: Tensor | None, fan_in: int, fan_out: int) -> None:
+    _fan_in_uniform_(weight, bias, fan_in)
+
+
+# name -> init(weight, bias, fan_in, fan_out), in place
 INITS = Registry(
     "initialisation",
     {
-        "glorot": "Glorot uniform, U(-a, a), a = sqrt(6 / (fan_in + fan_out)); biases stay zero",
-        "fan_in": "U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases (PyTorch's default)",
+        "glorot": _glorot,  # U(-a, a), a = sqrt(6 / (fan_in + fan_out)); biases stay zero
+        "fan_in": _fan_in,  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), weights and biases (PyTorch's)
     },
 )
 
 
 def _init_projection(weight: Tensor, bias: Tensor | None, init: str, fan_in: int, fan_out: int):
-    if INITS.check(init) == "glorot":
-        glorot_uniform_(weight, fan_in, fan_out)
-    else:
-        _fan_in_uniform_(weight, bias, fan_in)
+    INITS[init](weight, bias, fan_in, fan_out)
 
 
 class Linear(nn.Module):

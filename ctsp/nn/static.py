@@ -16,9 +16,22 @@ from torch import Tensor, nn
 
 from ..registry import Registry
 
+
+def _leaky_relu(x: Tensor, slope: float) -> Tensor:
+    return nn.functional.leaky_relu(x, slope) if slope else torch.relu(x)
+
+
+def _identity(x: Tensor, slope: float) -> Tensor:
+    return x
+
+
+# name -> activation(x, slope)
 ACTIVATIONS = Registry(
     "activation",
-    {"leaky_relu": "leaky ReLU of slope model.slope (ReLU for 0)", "identity": "no activation"},
+    {
+        "leaky_relu": _leaky_relu,  # leaky ReLU of slope model.slope (ReLU for 0)
+        "identity": _identity,  # no activation
+    },
 )
 BN_TARGETS = Registry(
     "batch-norm target mode",
@@ -157,9 +170,7 @@ class StaticNeuron(nn.Module):
         return x * keep * (1 / (1 - self.dropout))
 
     def act(self, x: Tensor) -> Tensor:
-        if self.activation == "identity":
-            return x
-        return nn.functional.leaky_relu(x, self.slope) if self.slope else torch.relu(x)
+        return ACTIVATIONS[self.activation](x, self.slope)
 
     def _affine(self, x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
         shape = (1, -1) + (1,) * (x.dim() - 2)
