@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ctsp.config import ModelConfig, SignalConfig
+from ctsp.discrete import PREDICTIONS
 from ctsp.errors import ConfigError
 from ctsp.nn import (
     Conv2d,
@@ -166,7 +167,7 @@ class DiscreteNetwork(nn.Module):
         b, last = h.shape[0], len(self.layers) - 1
         for i in range(start, stop):
             layer = self.layers[i]
-            if i == last and self.prediction == "classifier":
+            if i == last and PREDICTIONS[self.prediction].classifier:
                 z, _ = layer(h.detach())
                 yield z, None
                 return z.detach(), None

@@ -37,7 +37,14 @@ from ctsp.nn import (
     make_generator,
     pooled_size,
 )
-from ctsp.spiking import NEURON_MODELS, RULES, Readout, SpikingLayer, repeat_in_time
+from ctsp.spiking import (
+    NEURON_MODELS,
+    RULES,
+    SPIKE_LOSSES,
+    Readout,
+    SpikingLayer,
+    repeat_in_time,
+)
 
 from .discrete import DiscreteNetwork, target_shape
 
@@ -127,7 +134,7 @@ class SpikingNetwork(DiscreteNetwork):
         """
         sig, steps = self.signal, self.time_steps
         stop = len(self.layers) if stop is None else stop
-        voltage = self.spike_loss == "voltage"
+        voltage = SPIKE_LOSSES[self.spike_loss].voltage
         if start == 0:
             if sig.needs_feedback and feedback is None:
                 feedback = self.feedback(x)
@@ -176,7 +183,7 @@ def build_layers(
     """The spiking layers and the readout for images (C, H, W): (layers, names, output shapes)."""
     model, bn = config.model, config.signal.bn_targets
     theta = threshold(config)
-    surrogate = not (config.train.rule == "sigprop" and model.spike_loss == "voltage")
+    surrogate = not (config.train.rule == "sigprop" and SPIKE_LOSSES[model.spike_loss].voltage)
     neuron = NEURON_MODELS[model.neuron]
     c, hgt, wid = image_shape
     layers, names, shapes = [], [], []

@@ -43,9 +43,10 @@ from .discrete import (
     TrainDataConfig,
     make_learner,
 )
-from .schedule import SCHEDULES, LRSchedule
+from .schedule import HEALTH, SCHEDULES, LRSchedule
 
 __all__ = [
+    "HEALTH",
     "make_learner",
     "ARCHS",
     "ROOTS",

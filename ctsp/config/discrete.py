@@ -284,7 +284,7 @@ class DiscreteRunConfig(ConfigBase):
 
     def _check_spiking(self) -> None:
         model, rule = self.model, self.train.rule
-        if model.spike_loss == "voltage" and rule != "sigprop":
+        if spiking.SPIKE_LOSSES[model.spike_loss].voltage and rule != "sigprop":
             raise ConfigError(
                 f'model.spike_loss = "voltage" is a sigprop variant; train.rule = {rule!r} needs '
                 '"surrogate"'

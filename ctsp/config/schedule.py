@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from ..registry import Registry
 from .base import _require
@@ -19,13 +20,23 @@ def _cosine(train, epoch: int) -> float:
 
 SCHEDULES = Registry("learning-rate schedule", {"step": _step, "cosine": _cosine})
 
+
 # train.health: what a run does when it is not learning (ctsp.runs.health)
-HEALTH = Registry(
+@dataclass(frozen=True)
+class HealthMode:
+    """A ``train.health`` choice: whether an epoch at chance or saturated is looked for, and
+    whether it stops the run (exit 1, keeping its checkpoint) instead of warning once."""
+
+    checks: bool
+    stops: bool
+
+
+HEALTH: Registry[HealthMode] = Registry(
     "health check",
     {
-        "warn": "warn once when an epoch is at chance or saturated",
-        "error": "stop the run (exit 1), keeping its checkpoint",
-        "off": "no check",
+        "warn": HealthMode(checks=True, stops=False),
+        "error": HealthMode(checks=True, stops=True),
+        "off": HealthMode(checks=False, stops=False),
     },
 )
 

@@ -10,6 +10,8 @@ J = sum_i L(h_i, t_i) (Eq. 4) is never formed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -17,12 +19,18 @@ from ..registry import Registry
 from .learner import Rules
 from .lpred import ClassifierCE, LPred
 
-PREDICTIONS = Registry(
-    "prediction",
-    {
-        "classifier": "the last layer is a classification layer trained by cross entropy (Fig. 2b)",
-        "target": "the last layer's output is compared with output targets (Fig. 2a)",
-    },
+
+@dataclass(frozen=True)
+class Prediction:
+    """A ``signal.prediction`` choice: whether the last layer is a classification layer
+    trained by cross entropy (Fig. 2b), else its output is compared with output targets (Fig.
+    2a)."""
+
+    classifier: bool
+
+
+PREDICTIONS: Registry[Prediction] = Registry(
+    "prediction", {"classifier": Prediction(True), "target": Prediction(False)}
 )
 
 
@@ -39,7 +47,7 @@ class Sigprop(Rules):
         for i, name in enumerate(self.names):
             params = net.layer_parameters(i)
             last = i == len(net.layers) - 1
-            if last and net.prediction == "classifier":
+            if last and PREDICTIONS[net.prediction].classifier:
                 self.rules[name] = ClassifierCE(params, lr=lr, name=name)
             else:
                 self.rules[name] = LPred(params, compare=net.compare_name, lr=lr, name=name)

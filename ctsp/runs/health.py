@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import warnings
 
+from ..config import HEALTH
 from ..errors import LearningError, LearningWarning
 
 CHANCE_MARGIN = 1.25  # at chance: error >= 1 - CHANCE_MARGIN / classes
@@ -44,19 +45,19 @@ def problems(row: dict, select: str, classes: int) -> list[str]:
 def check(row: dict, select: str, classes: int, mode: str, keys: tuple[str, ...]) -> bool:
     """Warn (``LearningWarning``) or raise (``LearningError``) if ``row`` shows a run that does not
     learn; True if it did (so a run warns once). ``keys``: the settings that likely caused it."""
-    found = problems(row, select, classes)
-    if mode == "off" or not found:
+    found, how = problems(row, select, classes), HEALTH[mode]
+    if not how.checks or not found:
         return False
     message = (
         f"epoch {row['epoch']}: {'; '.join(found)}: the run is not learning. Likely causes: "
         f"{', '.join(keys)} too large (or the learning rate too small). "
         + (
             'Set train.health = "warn" to go on regardless'
-            if mode == "error"
+            if how.stops
             else 'train.health = "error" stops such a run, "off" silences this'
         )
     )
-    if mode == "error":
+    if how.stops:
         raise LearningError(message)
     warnings.warn(message, LearningWarning, stacklevel=3)
     return True

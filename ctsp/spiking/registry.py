@@ -5,6 +5,8 @@ and one line in :data:`NEURON_MODELS` (docs/architecture.md shows an example).""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..registry import Registry
 from .learners import SpikingBackprop, SpikingShallow, SpikingSigprop
 from .neurons import IFNeuron, SpikingNeuron
@@ -16,10 +18,16 @@ RULES = Registry(
     {"sigprop": SpikingSigprop, "bp": SpikingBackprop, "shallow": SpikingShallow},
 )
 
-SPIKE_LOSSES = Registry(
-    "spike loss",
-    {
-        "surrogate": "each layer's loss sees its time-averaged surrogate spikes (firing rates)",
-        "voltage": "each layer's loss sees its mean pre-spike membrane voltage (sigprop only)",
-    },
+
+@dataclass(frozen=True)
+class SpikeLoss:
+    """A ``model.spike_loss`` choice: ``voltage`` — each layer's loss sees its mean pre-spike
+    membrane voltage (a sigprop variant: no surrogate gradient is needed), else its
+    time-averaged surrogate spikes (firing rates)."""
+
+    voltage: bool
+
+
+SPIKE_LOSSES: Registry[SpikeLoss] = Registry(
+    "spike loss", {"surrogate": SpikeLoss(voltage=False), "voltage": SpikeLoss(voltage=True)}
 )
