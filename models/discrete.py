@@ -36,8 +36,8 @@ from torch import Tensor, nn
 
 from ctsp.config import ModelConfig, SignalConfig
 from ctsp.discrete import PREDICTIONS
-from ctsp.errors import ConfigError
 from ctsp.nn import (
+    TARGETS_INTO,
     Conv2d,
     Linear,
     SignalLayer,
@@ -176,7 +176,7 @@ class DiscreteNetwork(nn.Module):
                 t_in = t.flatten(0, 1) if sig.per_sample else t
                 t_in = t_in if i == 0 else t_in.detach()
             h, t = layer(h.detach(), t_in)
-            if i == 0 and self.into == "hidden":
+            if i == 0 and TARGETS_INTO[self.into].after_first:
                 t = self.first_targets(x, h, feedback)
             elif t is not None and sig.per_sample:
                 t = t.unflatten(0, (b, self.classes))
@@ -298,21 +298,9 @@ def target_shape(
     image_shape: tuple[int, int, int],
     first_output: tuple[int, ...],
 ) -> tuple[int, ...]:
-    """The shape of one first target for ``signal.into`` (see ``ctsp.nn.targets``)."""
-    if signal.into == "hidden":
-        return first_output
-    if signal.into == "input":
-        return tuple(image_shape)
-    p = first.projection
-    if isinstance(p, Conv2d):  # Sec. III-E: a target shaped like the weights, (c_in, k, k)
-        return (p.c_in, p.kernel, p.kernel)
-    n = signal.sparse_features or max(1, p.n_in // 4)
-    if n >= p.n_in:
-        raise ConfigError(
-            f"signal.sparse_features = {n} must be smaller than the first layer's input "
-            f"({p.n_in} features)"
-        )
-    return (n,)
+    """The shape of one first target for ``signal.into`` (``ctsp.nn.TARGETS_INTO``)."""
+    into = TARGETS_INTO[signal.into]
+    return into.shape(first.projection, image_shape, first_output, signal.sparse_features)
 
 
 def build(
@@ -324,7 +312,7 @@ def build(
     """The network of ``model`` with the target generator of ``signal`` (seed torch first)."""
     layers, names, shapes = build_layers(model, image_shape, classes, signal)
     shape = target_shape(signal, layers[0], image_shape, shapes[0])
-    slope = model.slope if signal.into == "hidden" else None
+    slope = model.slope if TARGETS_INTO[signal.into].after_first else None
     gen = make_generator(
         signal.generator, classes, shape, slope=slope, fixed=signal.fixed, eta=signal.eta
     )

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ctsp.config import DiscreteRunConfig
 from ctsp.nn import (
+    TARGETS_INTO,
     Conv2d,
     Linear,
     SignalLayer,
@@ -155,7 +156,7 @@ class SpikingNetwork(DiscreteNetwork):
             h, t = out.h, out.t
             seen_h, seen_t = (out.h_voltage, out.t_voltage) if voltage else (out.h, out.t)
             view_h = seen_h.mean(0).float()
-            if i == 0 and self.into == "hidden":
+            if i == 0 and TARGETS_INTO[self.into].after_first:
                 view_t = self.first_targets(x, view_h, feedback)
                 t = repeat_in_time(self._rows(view_t), steps)
             else:
@@ -237,7 +238,7 @@ def build(
     model, signal = config.model, config.signal
     layers, names, shapes = build_layers(config, image_shape, classes)
     shape = target_shape(signal, layers[0].synapse, image_shape, shapes[0])
-    slope = model.slope if signal.into == "hidden" else None
+    slope = model.slope if TARGETS_INTO[signal.into].after_first else None
     gen = make_generator(
         signal.generator, classes, shape, slope=slope, fixed=signal.fixed, eta=signal.eta
     )

@@ -268,12 +268,12 @@ class DiscreteRunConfig(ConfigBase):
                 'model.prediction = "classifier"'
             )
         g = self.signal.generator
-        if g.startswith("target-loop") and model.prediction != "classifier":
+        if g.startswith("target-loop") and not discrete.PREDICTIONS[model.prediction].classifier:
             raise ConfigError(
                 f"signal.generator = {g!r} feeds the classification layer's output back "
                 'and needs model.prediction = "classifier"'
             )
-        if g == "target-input" and self.signal.into == "sparse":
+        if g == "target-input" and not TARGETS_INTO[self.signal.into].like_activity:
             raise ConfigError(
                 'signal.generator = "target-input" scales and shifts h_1 or x: use signal.into '
                 '= "hidden" or "input", not "sparse"'

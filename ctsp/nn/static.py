@@ -33,12 +33,25 @@ ACTIVATIONS = Registry(
         "identity": _identity,  # no activation
     },
 )
-BN_TARGETS = Registry(
+
+
+@dataclass(frozen=True)
+class BnTargets:
+    """A ``signal.bn_targets`` choice: how batch norm treats the target path. ``pooled``: the
+    inputs and targets pooled into one batch for the statistics; ``running``: the targets
+    normalised with the running statistics (inference mode); neither: the statistics from the
+    inputs only, the targets normalised with them (Sec. III-D)."""
+
+    pooled: bool
+    running: bool
+
+
+BN_TARGETS: Registry[BnTargets] = Registry(
     "batch-norm target mode",
     {
-        "input": "statistics from the inputs only; targets normalised with them (Sec. III-D)",
-        "running": "targets normalised with the running statistics (inference mode)",
-        "joint": "inputs and targets pooled into one batch",
+        "input": BnTargets(pooled=False, running=False),
+        "running": BnTargets(pooled=False, running=True),
+        "joint": BnTargets(pooled=True, running=False),
     },
 )
 
@@ -184,12 +197,13 @@ class StaticNeuron(nn.Module):
             rm, rv = self.running_mean, self.running_var
             h = nn.functional.batch_norm(h, rm, rv, w, b, False, 0.0, self.eps)
             return h, None if t is None else self._affine(t, rm, rv)
-        shard, joint = self.shard, self.bn_targets == "joint" and t is not None
+        mode = BN_TARGETS[self.bn_targets]
+        shard, joint = self.shard, mode.pooled and t is not None
         if joint or shard is not None:
             parts = [(h, True)] + ([(t, shard is None or shard.targets)] if joint else [])
             mean, var, n = _moments(parts, shard)
             t_stats = (mean, var)
-            if self.bn_targets == "running":
+            if mode.running:
                 t_stats = (self.running_mean.clone(), self.running_var.clone())
             with torch.no_grad():
                 self.running_mean.lerp_(mean, self.momentum)
@@ -197,7 +211,7 @@ class StaticNeuron(nn.Module):
             h_out = self._affine(h, mean, var).to(h.dtype)
             return h_out, None if t is None else self._affine(t, *t_stats).to(t.dtype)
         if t is not None:
-            if self.bn_targets == "running":
+            if mode.running:
                 t = self._affine(t, self.running_mean.clone(), self.running_var.clone())
             else:
                 dims = [0, *range(2, h.dim())]

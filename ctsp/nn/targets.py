@@ -29,13 +29,16 @@ h_1 and the identity when it stands for an input. S and d are trained by layer 1
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..registry import Registry
-from .projections import Linear
+from .projections import Conv2d, Linear
 
 
 class TargetGenerator(nn.Module):
@@ -152,12 +155,46 @@ GENERATORS: Registry[type[TargetGenerator]] = Registry(
     },
 )
 
-TARGETS_INTO = Registry(
+
+def _sparse_shape(projection, image_shape, first_output, features: int) -> tuple[int, ...]:
+    """Sec. III-E: a target shaped like layer 1's weights, (c_in, k, k) for a convolution, or
+    ``features`` (default n_in / 4) of a dense layer's n_in inputs."""
+    if isinstance(projection, Conv2d):
+        return (projection.c_in, projection.kernel, projection.kernel)
+    n = features or max(1, projection.n_in // 4)
+    if n >= projection.n_in:
+        raise ConfigError(
+            f"signal.sparse_features = {n} must be smaller than the first layer's input "
+            f"({projection.n_in} features)"
+        )
+    return (n,)
+
+
+@dataclass(frozen=True)
+class TargetsInto:
+    """A ``signal.into`` choice: where the first target enters the network.
+
+    ``after_first``: the first target is shaped like h_1 and made after layer 1 (Eq. 1; the
+    generator uses the activation's slope); ``like_activity``: it is shaped like an activity
+    (h_1 or x), as a generator that scales and shifts activity ("target-input") needs;
+    ``shape(projection, image_shape, first_output, sparse_features)``: one first target's
+    shape, from layer 1's projection, the image shape and layer 1's output shape.
+    """
+
+    after_first: bool
+    like_activity: bool
+    shape: Callable[..., tuple[int, ...]]
+
+
+TARGETS_INTO: Registry[TargetsInto] = Registry(
     "target entry point",
     {
-        "hidden": "the first target is shaped like h_1 (as in Eq. 1)",
-        "input": "the first target is shaped like x and taken by layer 1",
-        "sparse": "the first target is shaped like layer 1's weights (Sec. III-E)",
+        # shaped like h_1 (as in Eq. 1)
+        "hidden": TargetsInto(True, True, lambda proj, image, out, n: tuple(out)),
+        # shaped like x and taken by layer 1
+        "input": TargetsInto(False, True, lambda proj, image, out, n: tuple(image)),
+        # shaped like layer 1's weights (Sec. III-E)
+        "sparse": TargetsInto(False, False, _sparse_shape),
     },
 )
 
