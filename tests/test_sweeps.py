@@ -389,3 +389,22 @@ def test_a_search_resumes_the_interrupted_trials_and_keeps_the_stopped_ones(tmp_
     _, err = third.communicate(timeout=600)
     assert third.returncode == 0, err
     assert {p: p.stat().st_mtime_ns for p in out.glob("trials/**/*") if p.is_file()} == stamps
+
+
+@pytest.mark.slow
+def test_a_search_whose_trials_fail_ends_with_a_line_per_trial(tmp_path):
+    """A failed trial reports no epoch: the search goes on (Tune would stop the whole sweep
+    for a trial without the searched metric) and says so once per trial."""
+    pytest.importorskip("optuna")
+    text = SEARCH.replace("samples = 4", "samples = 2").replace(
+        '"train.lr" = { loguniform = [1e-5, 3e-3] }', '"train.lr" = { uniform = [-2.0, -1.0] }'
+    )
+    proc = _sweep(_spec(tmp_path, text), tmp_path / "out")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(
+        line.startswith("ctsp: warning: trial sample=") and "invalid value for train.lr" in line
+        for line in lines
+    ), err
+    assert "0 trials finished, 2 failed" in out

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import socket
 import time
 from dataclasses import asdict
@@ -201,13 +202,13 @@ def sweep(
                 tune.with_parameters(run_trial, spec=spec, root=str(out), cpus=cpus_per_trial),
                 {"cpu": cpus_per_trial},
             )
-            tune.Tuner(
+            _fit(tune.Tuner(
                 trainable, param_space=param_space, tune_config=tune_config,
                 run_config=tune.RunConfig(
                     storage_path=str(out / ".tune"), name="sweep", verbose=verbose,
                     failure_config=tune.FailureConfig(max_failures=0),
                 ),
-            ).fit()  # fmt: skip
+            ))  # fmt: skip
     finally:
         ray.shutdown()
     states = status(spec, out)
@@ -215,6 +216,22 @@ def sweep(
     if "pending" in states.values() and not budget_spent:
         raise KeyboardInterrupt
     return states
+
+
+def _fit(tuner) -> None:
+    """``tuner.fit()``, where a trial that failed (one line in ``<name>.failed``) ends without
+    reporting the searched metric: Tune's check that every trial reports it is off for the
+    call (a searcher is told such a trial was pruned; a rerun tells it that it failed)."""
+    strict = "TUNE_DISABLE_STRICT_METRIC_CHECKING"
+    before = os.environ.get(strict)
+    os.environ[strict] = "1"
+    try:
+        tuner.fit()
+    finally:
+        if before is None:
+            del os.environ[strict]
+        else:
+            os.environ[strict] = before
 
 
 def _tune_config(spec: SweepSpec, out: Path, slots: int, budget: float | None):
