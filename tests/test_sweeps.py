@@ -412,3 +412,24 @@ def test_a_search_whose_trials_fail_ends_with_a_line_per_trial(tmp_path):
         for line in lines
     ), err
     assert "0 trials finished, 2 failed" in out
+
+
+def test_a_sweep_made_before_a_spec_key_existed_is_continued(tmp_path):
+    """A sweep directory whose sweep.json lacks a key that specs gained later (``search``) is
+    the same sweep: its rerun continues it; a different spec is still refused."""
+    import json
+    from dataclasses import asdict
+
+    from ctsp.errors import RunDirError
+    from ctsp.sweeps.runner import SPEC_FILE, prepare
+
+    spec = load_spec(_spec(tmp_path))
+    out = tmp_path / "out"
+    prepare(spec, out)
+    old = {k: v for k, v in asdict(spec).items() if k != "search"}
+    (out / SPEC_FILE).write_text(json.dumps(old))
+    prepare(spec, out)  # accepted, and written in today's form
+    assert json.loads((out / SPEC_FILE).read_text()) == json.loads(json.dumps(asdict(spec)))
+    other = load_spec(_spec(tmp_path, SPEC.replace("seeds = 2", "seeds = 3")))
+    with pytest.raises(RunDirError, match="holds another sweep"):
+        prepare(other, out)

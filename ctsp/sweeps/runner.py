@@ -152,11 +152,12 @@ def prepare(spec: SweepSpec, out: Path) -> None:
     text = json.dumps(asdict(spec), indent=1, sort_keys=True)
     saved = out / SPEC_FILE
     if saved.is_file():
-        if saved.read_text() != text:
+        if load_saved_spec(out) != spec:  # (keys added to specs since take their defaults)
             raise RunDirError(
                 f"{out} holds another sweep ({SPEC_FILE} differs): choose another --out, or "
                 "rerun it with the spec it was made with"
             )
+        saved.write_text(text)
         return
     if out.exists() and any(out.iterdir()):
         raise RunDirError(f"output directory {out} exists, is not empty and holds no sweep")
@@ -348,8 +349,12 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 def load_saved_spec(out: Path) -> SweepSpec:
-    """The spec a sweep directory was made for."""
+    """The spec a sweep directory was made for (keys that specs gained since it was made take
+    their defaults)."""
     saved = Path(out) / SPEC_FILE
     if not saved.is_file():
         raise RunDirError(f"{out} is not a sweep directory (no {SPEC_FILE})")
-    return SweepSpec(**json.loads(saved.read_text()))
+    try:
+        return SweepSpec(**json.loads(saved.read_text()))
+    except (TypeError, ValueError) as e:
+        raise RunDirError(f"{saved} is not a sweep spec this ctsp can read ({e})") from None
