@@ -16,7 +16,7 @@ import pytest
 import xarray as xr
 
 from ctsp.errors import ConfigError
-from ctsp.sweeps import load_spec, open_sweep, status, summary
+from ctsp.sweeps import Trial, load_spec, open_sweep, status, summary
 
 SPEC = """
 command = "train"
@@ -433,3 +433,39 @@ def test_a_sweep_made_before_a_spec_key_existed_is_continued(tmp_path):
     other = load_spec(_spec(tmp_path, SPEC.replace("seeds = 2", "seeds = 3")))
     with pytest.raises(RunDirError, match="holds another sweep"):
         prepare(other, out)
+
+
+def test_a_search_over_lists_reads_back_with_the_lists_as_text(tmp_path):
+    """A searched key whose values are lists (the hidden layers' widths here, a layer's learning
+    rates in the bundled search) becomes a coordinate of their text along ``sample``; the
+    summary lists the validation error that selected each trial's epoch (no Ray: the trials'
+    records and metrics are written here as a search leaves them)."""
+    import json
+    from dataclasses import asdict
+
+    from ctsp.runs import metrics_dataset, save_netcdf
+    from ctsp.sweeps.runner import prepare
+
+    lr = '"train.lr" = { loguniform = [1e-5, 3e-3] }'
+    text = SEARCH.replace(lr, lr + '\n"model.hidden" = { choice = [[32, 32], [64]] }')
+    spec, out = load_spec(_spec(tmp_path, text)), tmp_path / "out"
+    prepare(spec, out)
+    for sample, (rate, hidden, val) in enumerate([(1e-3, [32, 32], 0.3), (2e-4, [64], 0.2)]):
+        trial = Trial({"train.lr": rate, "model.hidden": hidden}, 0, sample)
+        (out / "trials" / f"{trial.name}.json").write_text(json.dumps(asdict(trial)))
+        rows = [{"epoch": e, "train_error": 0.5, "test_error": val + 0.01 * e,
+                 "val_error": val + 0.1 * (e == 2)} for e in (1, 2)]  # fmt: skip
+        (out / "trials" / trial.name).mkdir()
+        config = spec.config_of(trial)
+        save_netcdf(metrics_dataset(rows, config), out / "trials" / trial.name / "metrics.nc")
+    ds = open_sweep(out)
+    assert list(ds["model.hidden"].values) == ["[32,32]", "[64]"]
+    assert ds["model.hidden"].dims == ("sample",) and ds.test_error.dims[0] == "sample"
+    lines = summary(out)
+    assert lines[2] == (
+        "| model.hidden | train.lr | validation error (mean) | test error (mean) | sd | seeds |"
+    )
+    assert lines[4:6] == [
+        "| [32,32] | 0.001 | 30.00% | 31.00% | - | 1 |",  # selected: epoch 1
+        "| [64] | 0.0002 | 20.00% | 21.00% | - | 1 |",
+    ]

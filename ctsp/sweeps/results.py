@@ -2,7 +2,8 @@
 
 :func:`open_sweep` stacks the trials' ``metrics.nc`` with the swept grid keys and ``seed`` as
 dimensions beside ``epoch`` (a ``[random]`` spec adds a dimension ``sample``, its keys as
-coordinates along it; so does a search, along its proposals' numbers); a trial
+coordinates along it; so does a search, along its proposals' numbers; a list value, such as
+a layer's learning rates, is its text); a trial
 not run or failed is NaN, and so are the epochs after a trial the scheduler stopped.
 :func:`summary` selects, for every setting and seed, the epoch with the lowest validation error
 (the final epoch where the runs hold out no validation data; never the test error) and gives the
@@ -20,7 +21,7 @@ import xarray as xr
 from ..errors import RunDirError
 from ..runs import selection
 from .runner import TRIALS, failures, load_saved_spec, stops, trials
-from .spec import SweepSpec, Trial
+from .spec import SweepSpec, Trial, _text
 
 
 def _trial_dataset(spec: SweepSpec, trial: Trial, metrics: Path) -> xr.Dataset:
@@ -28,11 +29,17 @@ def _trial_dataset(spec: SweepSpec, trial: Trial, metrics: Path) -> xr.Dataset:
     ds.attrs = {}
     ds = ds.expand_dims(seed=[trial.seed])
     for key in spec.grid:
-        ds = ds.expand_dims({key: [trial.params[key]]})
+        ds = ds.expand_dims({key: [_coordinate(trial.params[key])]})
     if trial.sample is not None:
         ds = ds.expand_dims(sample=[trial.sample])
-        ds = ds.assign_coords({k: ("sample", [trial.params[k]]) for k in spec.random})
+        ds = ds.assign_coords({k: ("sample", [_coordinate(trial.params[k])]) for k in spec.random})
     return ds
+
+
+def _coordinate(value):
+    """A swept value as a coordinate: a list (a layer's learning rates) as its text, as in the
+    trial's name (``[0.13,0.033,0.0033]``)."""
+    return _text(value) if isinstance(value, list | tuple) else value
 
 
 def open_sweep(path: str | Path) -> xr.Dataset:
@@ -61,13 +68,16 @@ def selected(ds: xr.Dataset) -> tuple[xr.DataArray, str]:
 
 def settings(path: str | Path) -> tuple[xr.Dataset, str]:
     """Per setting (dimension ``setting``, the swept keys as coordinates): the test error at the
-    selected epoch as ``mean``, ``sd`` (over seeds, ddof 1) and ``n`` (seeds that ran); and
-    what selected the epoch."""
+    selected epoch as ``mean``, ``sd`` (over seeds, ddof 1) and ``n`` (seeds that ran), the
+    validation error that selected it as ``val_mean`` (where the runs hold out data); and what
+    selected the epoch."""
     ds = open_sweep(path)
     test, how = selected(ds)
     stats = xr.Dataset(
         {"mean": test.mean("seed"), "sd": test.std("seed", ddof=1), "n": test.count("seed")}
     )
+    if "val_error" in ds:
+        stats["val_mean"] = ds.val_error.isel(epoch=selection(ds)).mean("seed")
     dims = list(stats["mean"].dims)
     flat = stats.stack(setting=dims) if dims else stats.expand_dims(setting=[0])
     flat = flat.reset_index("setting") if dims else flat
@@ -84,12 +94,15 @@ def summary(path: str | Path) -> list[str]:
     spec = load_saved_spec(Path(path))
     keys = spec.swept()
     rows = []
+    val = "val_mean" in flat
     for k in range(flat.sizes["setting"]):
         s = flat.isel(setting=k)
         sd = f"{float(s.sd):.2%}" if int(s.n) > 1 else "-"
-        rows.append([*(_cell(s[key].values) for key in keys), f"{float(s['mean']):.2%}", sd,
-                     int(s.n)])  # fmt: skip
-    header = [*keys, "test error (mean)", "sd", "seeds"]
+        selecting = [f"{float(s.val_mean):.2%}"] if val else []
+        rows.append([*(_cell(s[key].values) for key in keys), *selecting,
+                     f"{float(s['mean']):.2%}", sd, int(s.n)])  # fmt: skip
+    header = [*keys, *(["validation error (mean)"] if val else []), "test error (mean)", "sd",
+              "seeds"]  # fmt: skip
     failed, stopped = failures(spec, Path(path)), stops(spec, Path(path))
     return [
         f"Sweep {Path(path)}: {flat.attrs['config']} with {flat.attrs['swept'] or 'no key'} "
