@@ -5,14 +5,14 @@ assumed per-layer times and message costs (issue 18; docs/performance.md).
 Messages cost ``Link.send(n) = latency + n / bandwidth`` (n bytes); an all-reduce over R
 processes, as a ring, ``2 (R - 1) latency + 2 (R - 1) / R n / bandwidth``.
 
-Layer pipeline (``ctsp.discrete.LayerPipeline``): stage s spends, per minibatch, its layers'
+Layer pipeline (``ctsp.parallel.LayerPipeline``): stage s spends, per minibatch, its layers'
 time c_s = sum_{l in s} t_l(B) (batch B), receives the carry from stage s - 1, sends its own
 to stage s + 1 and reports to rank 0 (one small message). One minibatch leaves the pipeline
 every max_s T_s (the costliest stage sets the pace), and an epoch of K minibatches takes
 (K + S - 1) max_s T_s (the pipeline fills and drains), plus the state exchange at the start
 and end of the epoch: 2 (S - 1) sends of the network and learner state.
 
-Data-parallel replicas (``ctsp.discrete.DataParallel``): every replica runs all layers on its
+Data-parallel replicas (``ctsp.parallel.DataParallel``): every replica runs all layers on its
 shard, t_l(B / R), then per optimizer step an all-reduce of that step's gradients; per
 batch-norm layer four small all-reduces (the statistics forward, their gradients backward);
 per minibatch one all-reduce of the losses and errors. Nothing overlaps in the model (ctsp

@@ -52,9 +52,10 @@ from ctsp import config as cfg  # noqa: E402
 from ctsp import data as datasets  # noqa: E402
 from ctsp.app import training_backend  # noqa: E402
 from ctsp.config import make_learner  # noqa: E402
-from ctsp.discrete import DiscreteTrainer, split_layers  # noqa: E402
+from ctsp.discrete import DiscreteTrainer  # noqa: E402
 from ctsp.nn import StaticNeuron  # noqa: E402
-from ctsp.runs import cpu_threads, machine_line, process_group  # noqa: E402
+from ctsp.parallel import Batch, World, process_group, split_layers  # noqa: E402
+from ctsp.runs import cpu_threads, machine_line  # noqa: E402
 from models import build_discrete_network  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -98,12 +99,13 @@ def worker(name: str, case: str, batch: int, batches: int) -> None:
     rule, stages, replicas, threads = CASES[case]
     config = case_config(name, rule, stages, replicas, threads, batch)
     data = images(config, batches)
-    with process_group(stages * replicas, CPU) as rank, cpu_threads(threads):
+    group = process_group(World.from_environment(), stages * replicas, CPU)
+    with group as transport, cpu_threads(threads):
         torch.manual_seed(config.seed)
         net = build_discrete_network(config, data.image_shape, data.classes)
         trainer = DiscreteTrainer(net, make_learner(net, config), config, CPU)
-        backend = training_backend(trainer, rank, data.image_shape)
-        if rank > 0:
+        backend = training_backend(trainer, transport, data.image_shape)
+        if transport is not None and transport.rank > 0:
             backend.serve(trainer, data)
             return
         trainer.backend = backend
@@ -116,27 +118,78 @@ def worker(name: str, case: str, batch: int, batches: int) -> None:
     print(json.dumps({"seconds": seconds}))
 
 
+def _round_trip(rank: int, rounds: int, send, recv) -> float:
+    """Median seconds of one way (half a round trip between ranks 0 and 1; the first round
+    left out)."""
+    spent = []
+    for _ in range(rounds + 1):
+        t0 = time.perf_counter()
+        if rank == 0:
+            send(1)
+            recv(1)
+        else:
+            recv(0)
+            send(0)
+        spent.append((time.perf_counter() - t0) / 2)
+    return statistics.median(spent[1:])
+
+
+def _stream(rank: int, count: int, send, recv) -> float:
+    """Seconds per message of ``count`` messages sent from rank 0 to rank 1 one after the
+    other, as a pipeline sends its carries (rank 1 answers once, at the end), median of 3."""
+    spent = []
+    for _ in range(4):
+        t0 = time.perf_counter()
+        for _ in range(count):
+            send(1) if rank == 0 else recv(0)
+        recv(1) if rank == 0 else send(0)
+        spent.append((time.perf_counter() - t0) / count)
+    return statistics.median(spent[1:])
+
+
+def _pickled(value):
+    """(send, recv) of ``value`` through ``send_object_list`` (pickled), as ctsp sent every
+    message until issue 28."""
+
+    def send(dst):
+        dist.send_object_list([value], dst=dst)
+
+    def recv(src):
+        box = [None]
+        dist.recv_object_list(box, src=src)
+        return box[0]
+
+    return send, recv
+
+
 def link_worker(rounds: int) -> None:
-    """Rank 0 and 1: round trips of 1 kB and 16 MB tensors; rank 0 prints (latency, bandwidth)."""
-    with process_group(2, CPU) as rank, cpu_threads(1):
-        times = {}
-        for nbytes in (1000, 16_000_000):
-            x = torch.zeros(nbytes // 4)
-            spent = []
-            for _ in range(rounds + 1):
-                t0 = time.perf_counter()
-                box = [x]
-                if rank == 0:
-                    dist.send_object_list(box, dst=1)
-                    dist.recv_object_list(box, src=1)
-                else:
-                    dist.recv_object_list(box, src=0)
-                    dist.send_object_list(box, dst=0)
-                spent.append((time.perf_counter() - t0) / 2)
-            times[nbytes] = statistics.median(spent[1:])
+    """Rank 0 and 1: round trips of 1 kB and 16 MB tensors through ``send_object_list``, and a
+    stream of carries of FC 3x1000 at batch 128 (h 128 x 1000, t 10 x 1000 float32 and the
+    labels: 0.55 MB) both ways: pickled as before, and as typed :class:`ctsp.parallel.Batch`
+    messages through the transport. Rank 0 prints the seconds."""
+    carry = (torch.randn(128, 1000), torch.randn(10, 1000))
+    labels = torch.randint(0, 10, (128,))
+    with process_group(World.from_environment(), 2, CPU) as transport, cpu_threads(1):
+        rank = transport.rank
+        times = {
+            n: _round_trip(rank, rounds, *_pickled(torch.zeros(n // 4))) for n in (1000, 16_000_000)
+        }
+        pickled = _stream(rank, 32, *_pickled(("batch", carry, labels)))
+        message = Batch(carry, labels)
+        typed = _stream(rank, 32, lambda dst: transport.send(message, dst), transport.recv)
+        transport.flush()
     if rank == 0:
         latency = times[1000]
-        print(json.dumps({"latency": latency, "bandwidth": 16e6 / (times[16_000_000] - latency)}))
+        print(
+            json.dumps(
+                {
+                    "latency": latency,
+                    "bandwidth": 16e6 / (times[16_000_000] - latency),
+                    "carry_pickled": pickled,
+                    "carry_typed": typed,
+                }
+            )
+        )
 
 
 def world(args: list[str], size: int, timeout: float = 1800) -> dict:
@@ -299,7 +352,10 @@ def main() -> None:
     link = Link(link_json["latency"], link_json["bandwidth"])
     lines = [
         f"Machine: {machine_line()}. gloo link measured: latency {link.latency * 1e6:.0f} µs, "
-        f"bandwidth {link.bandwidth / 1e9:.2f} GB/s (send_object_list).",
+        f"bandwidth {link.bandwidth / 1e9:.2f} GB/s (send_object_list). The 0.55 MB carry of FC "
+        f"3x1000 (batch 128), a stream of 32: {link_json['carry_pickled'] * 1e3:.2f} ms each "
+        f"pickled (send_object_list), {link_json['carry_typed'] * 1e3:.2f} ms as typed messages "
+        f"({link_json['carry_pickled'] / link_json['carry_typed']:.1f}x faster).",
         "",
         "| config | batch | case | samples/s | vs 1 x 1 | model samples/s | model vs 1 x 1 |",
         "|---|---|---|---|---|---|---|",

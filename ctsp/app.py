@@ -9,13 +9,12 @@ This module and ``ctsp.cli`` are the only parts of ``ctsp`` that import ``models
 
 from __future__ import annotations
 
-import itertools
 import warnings
 from pathlib import Path
 
 import torch
 
-from . import continuous, discrete, runs
+from . import continuous, discrete, parallel, runs
 from .config import DiscreteRunConfig, RunConfig, make_learner
 from .errors import ConfigError, PerformanceWarning
 from .nn import precision_warning
@@ -63,27 +62,18 @@ def tensorboard_recorder(rec) -> list[Recorder]:
         ) from None
 
 
-def training_backend(trainer, rank: int, image_shape: tuple[int, ...]):
-    """The backend of ``config.parallel``: one process, this rank's replica, or this rank's part
-    of a layer pipeline (layers split as ``parallel.split`` says, or by their multiply-adds per
-    minibatch of images ``image_shape``: ``DiscreteNetwork.multiply_adds``,
-    ``discrete.split_layers``)."""
-    stages, replicas = trainer.config.parallel.stages, trainer.config.parallel.replicas
-    if replicas > 1:
-        return discrete.DataParallel(replicas, rank)
-    if stages == 1:
-        return discrete.SingleProcess()
-    split, layers = trainer.config.parallel.split, len(trainer.net.layers)
-    if not split:
-        costs = trainer.net.multiply_adds(image_shape, trainer.config.train.batch_size)
-        return discrete.LayerPipeline(discrete.split_layers(costs, stages), rank)
-    if sum(split) != layers:
-        raise ConfigError(
-            f"invalid value for parallel.split: {list(split)} (expected layer counts that add "
-            f"up to the network's {layers} layers)"
-        )
-    cuts = [0, *itertools.accumulate(split)]
-    return discrete.LayerPipeline(list(zip(cuts[:-1], cuts[1:], strict=True)), rank)
+def training_backend(trainer, transport, image_shape: tuple[int, ...]):
+    """The backend of ``config.parallel`` for this rank of ``transport``'s world (None: one
+    process): one process, a replica, or a part of a layer pipeline, its layers split as
+    ``parallel.split`` says or by their multiply-adds per minibatch of images ``image_shape``
+    (``DiscreteNetwork.multiply_adds``, ``ctsp.parallel.split_layers``)."""
+    config = trainer.config
+    return parallel.build_backend(
+        config.parallel,
+        transport,
+        len(trainer.net.layers),
+        lambda: trainer.net.multiply_adds(image_shape, config.train.batch_size),
+    )
 
 
 def simulate(
@@ -154,6 +144,7 @@ def train(
     network=None,
     data=None,
     recorders: list[Recorder] | None = None,
+    workers: parallel.Workers | None = None,
 ) -> RunResult | None:
     """Train the discrete (or spiking) network of ``config`` and write its run directory.
 
@@ -175,19 +166,18 @@ def train(
 
         network = build_discrete_network(config, data.image_shape, data.classes)
     par = config.parallel
-    with runs.process_group(par.stages * par.replicas, device) as rank:
-        if rank > 0:  # a pipeline stage or a replica: rank 0 drives it and writes the run
+    world = workers.world if workers is not None else parallel.World.from_environment()
+    with parallel.process_group(world, par.stages * par.replicas, device, workers) as transport:
+        if world.rank > 0:  # a pipeline stage or a replica: rank 0 drives it and writes the run
             with runs.cpu_threads(config.threads):
-                net = network.to(device)
-                trainer = discrete.DiscreteTrainer(net, make_learner(net, config), config, device)
-                training_backend(trainer, rank, data.image_shape).serve(trainer, data)
+                trainer = _discrete_trainer(network.to(device), config, device)
+                training_backend(trainer, transport, data.image_shape).serve(trainer, data)
             return None
         run_dir = runs.run_directory(out, config.name, force=force, resume=resume)
         with runs.cpu_threads(config.threads), run_dir as path:
             config = runs.resumed_config(path, config) if resume else config
-            net = network.to(device)
-            trainer = discrete.DiscreteTrainer(net, make_learner(net, config), config, device)
-            trainer.backend = training_backend(trainer, rank, data.image_shape)
+            trainer = _discrete_trainer(network.to(device), config, device)
+            trainer.backend = training_backend(trainer, transport, data.image_shape)
             metrics = runs.fit(
                 trainer,
                 data,
@@ -203,4 +193,8 @@ def train(
             )
             # (after a failure the stages see rank 0's connection close, or its end)
             trainer.backend.stop()
-    return RunResult(path, metrics, net)
+    return RunResult(path, metrics, trainer.net)
+
+
+def _discrete_trainer(net, config: DiscreteRunConfig, device: torch.device):
+    return discrete.DiscreteTrainer(net, make_learner(net, config), config, device)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -280,7 +279,7 @@ def resolve_config(args: argparse.Namespace):
 
 def _run(args: argparse.Namespace) -> int:
     """``ctsp simulate`` or ``ctsp train``: resolve the config, then print it or run it."""
-    from .errors import ConfigError
+    from .errors import ConfigError, WorkerError
     from .runs.rundir import out_path
 
     if args.stop_after is not None and args.stop_after < 1:
@@ -296,7 +295,10 @@ def _run(args: argparse.Namespace) -> int:
     from .app import simulate, train
 
     run = simulate if args.command == "simulate" else train
-    workers = _start_workers(args, config)
+    checkpoint = Path(args.out) / "checkpoint.pt" if args.out else None
+    workers = _start_workers(args, config, checkpoint)
+    extra = {"workers": workers} if workers is not None else {}
+    ended = False
     try:
         run(
             config,
@@ -305,31 +307,37 @@ def _run(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress=not args.no_progress,
             stop_after=args.stop_after,
+            **extra,
         )
+        ended = True
+    except WorkerError as e:
+        hint = " (continue it with --resume)" if checkpoint and checkpoint.exists() else ""
+        raise WorkerError(f"{e}; the run stops{hint}") from None
     finally:
-        failed = _end_workers(workers)
+        # a failed rank 0 does not wait for its workers (they wait for it): kill them
+        failed = workers.end(grace=60.0 if ended else 0.0) if workers is not None else None
     if failed:
-        raise failed
+        raise WorkerError(failed)
     return 0
 
 
-def _start_workers(args: argparse.Namespace, config) -> list:
-    """``--workers N``: ranks 1 … N-1 as copies of this command (``ctsp.runs.launch``); none
-    in a process that a launcher started (it has a rank already). Refused before anything
-    starts: N other than the run's processes, or more than the usable cores (unless
-    ``--oversubscribe``)."""
-    from .runs import launch, watch_parent, watch_workers
+def _start_workers(args: argparse.Namespace, config, checkpoint: Path | None):
+    """``--workers N``: ranks 1 … N-1 as copies of this command (``ctsp.parallel.launch``),
+    watched; None in a process that a launcher started (it has a rank already: it watches its
+    rank 0) and without ``--workers``. Refused before anything starts: N other than the run's
+    processes, or more than the usable cores (unless ``--oversubscribe``)."""
+    from .parallel import BACKENDS, World, backend_name, launch, watch_parent
 
     n = getattr(args, "workers", None)
     if "RANK" in os.environ:
-        watch_parent()  # a worker of a --workers run (nothing under another launcher)
-        return []
+        watch_parent(World.from_environment(), checkpoint)  # (nothing under another launcher)
+        return None
     if n is None or n == 1:
-        return []
+        return None
     _check_workers(n, config, args.oversubscribe)
-    procs = launch(args.argv, n)
-    watch_workers(procs)
-    return procs
+    workers = launch(args.argv, n, checkpoint, BACKENDS[backend_name(config.parallel)].group)
+    workers.watch()
+    return workers
 
 
 def _check_workers(n: int, config, oversubscribe: bool) -> None:
@@ -349,23 +357,6 @@ def _check_workers(n: int, config, oversubscribe: bool) -> None:
             f"--workers {n} would start {n} processes, each loading torch, on this machine's "
             f"{cores} usable cores: use at most {cores} (--oversubscribe if more is meant)"
         )
-
-
-def _end_workers(procs: list, grace: float = 60.0):
-    """Wait for the started workers (``grace`` seconds each, then kill them); the error of
-    the first one that failed, or None."""
-    from .errors import WorkerError
-
-    failed = None
-    for rank, proc in enumerate(procs, start=1):
-        try:
-            code = proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        if code and failed is None:
-            failed = WorkerError(f"worker rank {rank} exited with code {code}")
-    return failed
 
 
 def help_config(cls) -> str:
@@ -483,8 +474,21 @@ def passive_openmp_wait(environ=os.environ) -> bool:
     return True
 
 
+def quiet_torch_warnings(environ=os.environ) -> bool:
+    """Keep torch's C++ warnings (``TORCH_CPP_LOG_LEVEL=ERROR``) off standard error unless the
+    user chose a level or torch is already imported; returns whether it was set. Child
+    processes inherit it. Why: when a process of a parallel run ends, the others' TCP store
+    calls print a warning with a 30-line C++ stack dump before ctsp's one line says which rank
+    ended."""
+    if "torch" in sys.modules or "TORCH_CPP_LOG_LEVEL" in environ:
+        return False
+    environ["TORCH_CPP_LOG_LEVEL"] = "ERROR"
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     passive_openmp_wait()
+    quiet_torch_warnings()
     from .environment import check as check_environment
     from .environment import read
     from .errors import CtspError, RunInterrupted, Terminated

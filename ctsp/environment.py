@@ -19,7 +19,7 @@ from typing import Any
 from .errors import ConfigError
 from .registry import Registry
 
-# the heartbeat interval of a parallel run is 1 s (ctsp.runs.workers.Heartbeat): a hang
+# the heartbeat interval of a parallel run is 1 s (ctsp.parallel.Heartbeat): a hang
 # timeout of fewer intervals than this takes a healthy, busy process for a hung one
 MIN_HANG_TIMEOUT = 3.0
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")

@@ -63,11 +63,12 @@ def test_help_lists_every_variable(capsys):
 
 
 def test_a_rank_outside_the_world_is_refused(monkeypatch):
-    from ctsp.runs.workers import world
+    from ctsp.parallel import World
 
     monkeypatch.setenv("RANK", "2")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="RANK=2 is not below WORLD_SIZE=2"):
-        world()
+        World.from_environment()
     monkeypatch.setenv("RANK", "1")
-    assert world() == (1, 2)
+    world = World.from_environment()
+    assert (world.rank, world.size) == (1, 2)

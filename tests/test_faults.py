@@ -515,3 +515,121 @@ def test_two_seeded_default_runs_are_bitwise_identical(tmp_path):
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     for k, v in a.items():
         assert b[k] == v if k == "rows" else torch.equal(b[k], v), k
+
+
+# parallel runs: every process that speaks says one correct line (tests/test_parallel.py has
+# kill -9 of a worker and a hung worker)
+PIPELINE = ["train", "--set", "model.dropout=0.2", "--workers", "2", "--set", "parallel.stages=2"]
+REPLICAS = ["train", "--set", "model.dropout=0.2", "--workers", "2", "--set", "parallel.replicas=2"]
+NOT_CPP = ("Exception raised from", "frame #", "Traceback", "C++")
+
+
+def _parallel_lines(proc, within: float, started: float) -> list[str]:
+    """The error lines of a ``--workers`` run (its workers write to the same standard error),
+    after checking that it ended within ``within`` seconds of ``started``, with no C++ stack
+    dump or traceback."""
+    _, err = proc.communicate(timeout=within + 60)
+    assert time.monotonic() - started < within, err
+    assert not any(mark in err for mark in NOT_CPP), err
+    return err.strip().splitlines()
+
+
+def _start(argv, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ctsp", *map(str, argv), "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def _checkpointed(out: Path, proc, timeout: float = 120) -> None:
+    """Wait until the running ``proc`` has written its first checkpoint into ``out``."""
+    deadline = time.monotonic() + timeout
+    while not (out / "checkpoint.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "case",
+    ["existing-out", "resume-without-checkpoint", "locked", "diverging"],
+)
+def test_a_refused_or_failing_parallel_run_says_one_line_from_rank_0(case, tmp_path):
+    """Rank 0 fails on its own: it says why in one line, its worker says nothing (it is ended
+    before the group goes), no "--resume" where a resume cannot help."""
+    out = tmp_path / "run"
+    argv = [*PIPELINE, "--epochs", "1", "--out", out]
+    expected = {
+        "existing-out": "exists and is not empty; overwrite it with --force",
+        "resume-without-checkpoint": "no checkpoint.pt there",
+        "locked": "is in use",
+        "diverging": "diverged",
+    }[case]
+    running = None
+    if case == "existing-out":
+        assert ctsp(*argv, "--no-progress", cwd=tmp_path).returncode == 0
+    elif case == "resume-without-checkpoint":
+        argv.append("--resume")
+    elif case == "locked":
+        running = _start([*PIPELINE, "--epochs", "200", "--out", out])
+        _checkpointed(out, running)
+        argv.append("--resume")
+    else:
+        argv += ["--set", "train.lr=1e30"]
+    try:
+        t0 = time.monotonic()
+        lines = _parallel_lines(_start(argv), 10, t0)
+    finally:
+        if running is not None:
+            running.kill()
+            running.wait()
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert case == "existing-out" or "--resume" not in lines[0]  # (there it is right)
+
+
+@pytest.mark.slow
+def test_kill_9_of_rank_0_is_one_line_from_the_worker_with_resume(tmp_path):
+    """The worker writes to rank 0's standard error, which stays open until it ends too."""
+    out = tmp_path / "run"
+    proc = _start([*PIPELINE, "--epochs", "200", "--out", out])
+    _checkpointed(out, proc)
+    t0 = time.monotonic()
+    proc.kill()
+    lines = _parallel_lines(proc, 10, t0)
+    assert len(lines) == 1 and "rank 0" in lines[0], lines
+    assert lines[0].endswith("the run stops (continue it with --resume)")
+
+
+def _worker_pid(parent: int) -> int:
+    found = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True)
+    (pid,) = found.stdout.split()
+    return int(pid)
+
+
+@pytest.mark.slow
+def test_a_dead_replica_is_named_with_its_rank_and_backend(tmp_path):
+    out = tmp_path / "run"
+    proc = _start([*REPLICAS, "--epochs", "200", "--out", out])
+    _checkpointed(out, proc)
+    worker = int(
+        subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()[0]
+    )
+    t0 = time.monotonic()
+    os.kill(worker, signal.SIGKILL)
+    lines = _parallel_lines(proc, 10, t0)
+    assert len(lines) == 1 and "rank 1 of the replicas" in lines[0], lines
+    assert lines[0].endswith("(continue it with --resume)")
+    assert proc.returncode == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv", [PIPELINE, REPLICAS], ids=["pipeline", "replicas"])
+def test_a_full_disk_in_a_parallel_run_is_one_line_within_10_s(argv, full_disk, tmp_path):
+    t0 = time.monotonic()
+    lines = _parallel_lines(_start([*argv, "--epochs", "1", "--out", full_disk / "run"]), 10, t0)
+    assert len(lines) == 1 and "No space left on device" in lines[0], lines

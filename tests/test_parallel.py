@@ -10,8 +10,8 @@ import torch
 import xarray as xr
 
 from ctsp.cli import main
-from ctsp.discrete import split_layers
 from ctsp.nn import StaticNeuron, seed_dropout
+from ctsp.parallel import split_layers
 
 FC = ["--epochs", "2", "--set", "model.dropout=0.2"]
 SNN = [
@@ -281,13 +281,15 @@ REPLICA_CASES = {
 }
 
 
-def _gradients(case: str, rank: int | None = None) -> dict:
+def _gradients(case: str, transport=None) -> dict:
     """Every parameter's gradient after the first minibatch of epoch 0 (digits, batch 33) with
-    learning rate 0, in one process (``rank`` None) or as replica ``rank`` of 2."""
+    learning rate 0, in one process (``transport`` None) or as a replica of ``transport``'s
+    world of 2."""
     from ctsp import config as cfg
     from ctsp import data as datasets
     from ctsp.config import make_learner
-    from ctsp.discrete import DataParallel, DiscreteTrainer
+    from ctsp.discrete import DiscreteTrainer
+    from ctsp.parallel import DataParallel
     from models import build_discrete_network
 
     spec = REPLICA_CASES[case]
@@ -300,11 +302,10 @@ def _gradients(case: str, rank: int | None = None) -> dict:
     trainer = DiscreteTrainer(net, make_learner(net, config), config, torch.device("cpu"))
     trainer.begin_epoch(0, lr=0.0)
     x, y = next(trainer.batches(data, 0))
-    if rank is None:
-        with trainer.autocast():
-            trainer.learner.train_batch(x, y)
+    if transport is None:
+        trainer.train_batch(x, y)
     else:
-        DataParallel(2, rank)._step(trainer, x, y)
+        DataParallel(transport).step(trainer, x, y)
     return {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
 
 
@@ -312,10 +313,10 @@ def _replica_gradients(case: str, tmp_path) -> list[dict]:
     """``_gradients`` of both replicas, each in its own process of a gloo group of 2."""
     code = (
         "import sys, torch; sys.path.insert(0, sys.argv[1]); import test_parallel as t\n"
-        "from ctsp.runs import process_group\n"
-        "with process_group(2, torch.device('cpu')) as rank:\n"
-        "    grads = t._gradients(sys.argv[2], rank)\n"
-        "torch.save(grads, f'{sys.argv[3]}/{rank}.pt')\n"
+        "from ctsp.parallel import World, process_group\n"
+        "with process_group(World.from_environment(), 2, torch.device('cpu')) as transport:\n"
+        "    grads = t._gradients(sys.argv[2], transport)\n"
+        "torch.save(grads, f'{sys.argv[3]}/{transport.rank}.pt')\n"
     )
     port = str(29500 + os.getpid() % 1000)
     procs = [
@@ -393,13 +394,14 @@ def test_parallel_split_sets_the_stages_by_hand_and_must_cover_the_layers(capsys
     from ctsp.config import make_learner
     from ctsp.discrete import DiscreteTrainer
     from ctsp.errors import ConfigError
+    from ctsp.parallel import LocalWorld
     from models import build_discrete_network
 
     def backend(split):
         c = cfg.from_dict({"parallel": {"stages": 2, "split": split}}, cfg.DiscreteRunConfig)
         net = build_discrete_network(c, (1, 8, 8), 10)  # 3 layers
         trainer = DiscreteTrainer(net, make_learner(net, c), c, torch.device("cpu"))
-        return training_backend(trainer, 0, (1, 8, 8))
+        return training_backend(trainer, LocalWorld(2).transport(0), (1, 8, 8))
 
     assert backend([]).splits == [(0, 1), (1, 3)]  # by multiply-adds: fc2 is the costliest
     assert backend([2, 1]).splits == [(0, 2), (2, 3)]

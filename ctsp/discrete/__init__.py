@@ -3,10 +3,9 @@
 Learners (:class:`Learner`, by ``train.rule`` in :data:`RULES`): :class:`Sigprop` (every layer's
 own L_pred, :class:`LPred`, Eq. 9, stepped as soon as its output and target arrive) and the
 baselines BP, FA, DFA, LL-BP, LL-FA and Shallow. :class:`DiscreteTrainer` runs a learner's
-epochs on a training backend (:data:`BACKENDS`).
+epochs on a training backend (:data:`ctsp.parallel.BACKENDS`).
 """
 
-from .backends import BACKENDS, DataParallel, LayerPipeline, SingleProcess, split_layers
 from .baselines import Backprop, DirectFeedbackAlignment, FeedbackAlignment, Shallow
 from .feedback import FeedbackAlignmentFunction, feedback_alignment, fixed_generator
 from .learner import Learner, Rules
@@ -17,19 +16,16 @@ from .sigprop import PREDICTIONS, Sigprop
 from .trainer import RESUMABLE_KEYS, DiscreteTrainer, augment, learning_rate
 
 __all__ = [
-    "BACKENDS",
     "PREDICTIONS",
     "RESUMABLE_KEYS",
     "RULES",
     "Backprop",
     "ClassifierCE",
-    "DataParallel",
     "DirectFeedbackAlignment",
     "DiscreteTrainer",
     "FeedbackAlignment",
     "FeedbackAlignmentFunction",
     "LPred",
-    "LayerPipeline",
     "Learner",
     "LocalLearning",
     "LocalLearningFA",
@@ -38,11 +34,9 @@ __all__ = [
     "Rules",
     "Shallow",
     "Sigprop",
-    "SingleProcess",
     "augment",
     "feedback_alignment",
     "fixed_generator",
     "learning_rate",
     "similarity",
-    "split_layers",
 ]

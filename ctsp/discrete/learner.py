@@ -53,6 +53,11 @@ class Rules:
         for rule in self.rules.values():
             rule.set_lr(lr)
 
+    def optimizers(self) -> list:
+        """The optimizers of the rules, in training order (data-parallel replicas sum their
+        gradients before each step)."""
+        return [r.optimizer for r in self.rules.values() if r.optimizer is not None]
+
     def state_dict(self) -> dict:
         return {
             "rules": {name: rule.state_dict() for name, rule in self.rules.items()},

@@ -7,7 +7,8 @@ errors of every layer (Eq. 8) on the test (and validation) set; the network's pr
 last exit's. Training and evaluation run under the autocast of ``train.precision``
 (``ctsp.nn.precision``; the learners' backward passes and optimizer steps outside it), the
 inputs of convolutional networks channels-last. The minibatch loop runs on a training backend
-(:data:`ctsp.discrete.BACKENDS`; today one process). The shuffling, augmentation and dropout
+(:data:`ctsp.parallel.BACKENDS`: one process, a layer pipeline, replicas), which sees the trainer
+through its :class:`ctsp.parallel.Stage` methods. The shuffling, augmentation and dropout
 of epoch e come from generators seeded by (seed, e), so a resumed run repeats an uninterrupted
 one exactly. It writes no files: ``ctsp.runs.fit`` drives it and writes the run directory.
 """
@@ -18,8 +19,16 @@ import torch
 from torch import Tensor
 
 from ..errors import DivergenceError, RunDirError
-from ..nn import autocast, memory_format, recalibrate_batch_norm, seed_dropout, uses_channels_last
-from .backends import SingleProcess
+from ..nn import (
+    Shard,
+    autocast,
+    memory_format,
+    recalibrate_batch_norm,
+    seed_dropout,
+    sharded,
+    uses_channels_last,
+)
+from ..parallel import SingleProcess
 from .learner import Learner
 
 # keys (or key prefixes ending in ".") that a resumed run may change; train.recalibrate_bn acts
@@ -154,6 +163,65 @@ class DiscreteTrainer:
                 raise DivergenceError("training diverged: NaN or Inf in the weights")
         seen = max(seen, 1)
         return {"loss": (loss_sum / seen).tolist(), "exit_error": (wrong.double() / seen).tolist()}
+
+    # the Stage interface of ctsp.parallel's backends
+
+    @property
+    def resend_state(self) -> bool:
+        """Rank 0's batch-norm statistics change between epochs (``train.recalibrate_bn``)."""
+        return bool(self.config.train.recalibrate_bn)
+
+    @property
+    def needs_feedback(self) -> bool:
+        """The target generator needs the network's output first (target-loop, Fig. 2c)."""
+        return self.net.signal.needs_feedback
+
+    def train_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One minibatch through every layer: (loss per layer, wrong predictions per layer)."""
+        with self.autocast():
+            return self.learner.train_batch(x, y)
+
+    def train_layers(self, x, y: Tensor, start: int, stop: int, carry=None, feedback=None):
+        """Layers [start, stop) of one minibatch (a pipeline stage): (loss per layer, wrong
+        predictions per layer, the carry for layer ``stop``)."""
+        with self.autocast():
+            return self.learner.train_layers(x, y, start, stop, carry=carry, feedback=feedback)
+
+    def infer(self, x: Tensor, start: int, stop: int) -> Tensor:
+        """Layers [start, stop) of the target-loop context pass."""
+        with self.autocast():
+            return self.net.feedback(x, start, stop)
+
+    def state(self) -> dict:
+        return {"net": self.net.state_dict(), "learner": self.learner.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.learner.load_state_dict(state["learner"])
+
+    def take_layers(self, net_state: dict, learner_state: dict, start: int, stop: int) -> None:
+        """Layers [start, stop) (parameters, buffers, rules) from another stage's state."""
+        prefixes = tuple(f"layers.{i}." for i in range(start, stop))
+        mine = self.net.state_dict()
+        mine.update({k: v for k, v in net_state.items() if k.startswith(prefixes)})
+        self.net.load_state_dict(mine)
+        ours = self.learner.state_dict()
+        for name in self.names[start:stop]:
+            ours["rules"][name] = learner_state["rules"][name]
+        self.learner.load_state_dict(ours)
+
+    def sharded(self, lo: int, hi: int, total: int, reduce):
+        """Within: the network sees samples [lo, hi) of a minibatch of ``total`` (a replica);
+        ``reduce`` sums a tensor over the replicas (``ctsp.nn.sharded``)."""
+        return sharded(self.net, Shard(lo, hi, total, self.net.signal.per_sample, reduce))
+
+    def optimizers(self) -> list:
+        return self.learner.optimizers()
+
+    def fingerprint(self) -> Tensor:
+        """A float64 sum per parameter and buffer of the network: equal in replicas that agree."""
+        tensors = [*self.net.parameters(), *self.net.buffers()]
+        return torch.stack([t.detach().double().sum() for t in tensors])
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor) -> list[float]:

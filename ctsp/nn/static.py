@@ -59,7 +59,7 @@ BN_TARGETS: Registry[BnTargets] = Registry(
 @dataclass(frozen=True)
 class Shard:
     """This process's samples [lo, hi) of a minibatch of ``total`` (data-parallel replicas,
-    ``ctsp.discrete.DataParallel``). ``reduce``: the sum of a tensor over the replicas,
+    ``ctsp.parallel.DataParallel``). ``reduce``: the sum of a tensor over the replicas,
     differentiable (its backward sums the gradients over the replicas). ``targets``: the target
     path's rows are per sample (sharded like the inputs); else they are the class targets, the
     same in every replica."""
@@ -162,7 +162,7 @@ class StaticNeuron(nn.Module):
     def seed_dropout(self, seed: int | None) -> None:
         """Draw the dropout masks from this neuron's own generator, seeded by ``seed`` (None:
         from torch's global one). A layer's masks then do not depend on what other layers drew
-        before it, in one process or in a layer pipeline (``ctsp.discrete.LayerPipeline``)."""
+        before it, in one process or in a layer pipeline (``ctsp.parallel.LayerPipeline``)."""
         self._dropout_seed, self._generator = seed, None
 
     def drop(self, x: Tensor, in_shard: bool = True) -> Tensor:

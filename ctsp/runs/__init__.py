@@ -30,20 +30,9 @@ from .loop import (
 from .results import Run, machine_line, markdown_table, open_run
 from .rundir import atomic_write, run_directory, save_netcdf, save_torch, write_text
 from .threads import cpu_threads
-from .workers import (
-    Heartbeat,
-    hang_timeout,
-    launch,
-    process_group,
-    watch_parent,
-    watch_workers,
-    world,
-)
 
 __all__ = [
-    "Heartbeat",
     "LiveRun",
-    "hang_timeout",
     "SCHEDULE_KEYS",
     "EpochTrainer",
     "Recorder",
@@ -68,9 +57,4 @@ __all__ = [
     "save_netcdf",
     "save_torch",
     "write_text",
-    "launch",
-    "process_group",
-    "watch_parent",
-    "watch_workers",
-    "world",
 ]
