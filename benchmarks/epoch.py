@@ -47,7 +47,7 @@ def train(config: cfg.RunConfig, data: datasets.Dataset, batches: int):
         for k in range(batches):
             idx = order[k * bs : (k + 1) * bs]
             sign = float(signs[k]) if config.train.beta_sign == "random" else 1.0
-            _, fs, cs = trainer.train_batch(data.train_x[idx], data.train_y[idx], idx, sign)
+            _, fs, cs = trainer.learn(data.train_x[idx], data.train_y[idx], idx, sign)
             free.append(fs)
             clamped.append(cs)
     return time.perf_counter() - t0, free, clamped, trainer

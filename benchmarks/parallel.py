@@ -17,7 +17,8 @@ rank 0, the first warms up. The model takes the per-layer times of one process a
 (``analysis.efficiency.measure``, medians, at the batch and at the replicas' half batch, scaled
 so that the layers add up to the measured step), the bytes each layer passes on, the state
 and gradient sizes, and a gloo link measured here (latency from 1 kB round trips, bandwidth
-from 16 MB ones, ``send_object_list`` as the pipeline sends).
+from 16 MB ones, typed messages as the pipeline sends them); and the 0.55 MB carry of FC 3x1000
+pickled (``send_object_list``, as ctsp sent it before issue 28) against a typed message.
 
     python benchmarks/parallel.py                       # both configs, 2 rounds (25 min here)
     python benchmarks/parallel.py --configs fc-3x1000-fmnist --rounds 3 --out /tmp/parallel.md
@@ -54,7 +55,7 @@ from ctsp.app import training_backend  # noqa: E402
 from ctsp.config import make_learner  # noqa: E402
 from ctsp.discrete import DiscreteTrainer  # noqa: E402
 from ctsp.nn import StaticNeuron  # noqa: E402
-from ctsp.parallel import Batch, World, process_group, split_layers  # noqa: E402
+from ctsp.parallel import Batch, Output, Stop, World, process_group, split_layers  # noqa: E402
 from ctsp.runs import cpu_threads, machine_line  # noqa: E402
 from models import build_discrete_network  # noqa: E402
 
@@ -118,6 +119,9 @@ def worker(name: str, case: str, batch: int, batches: int) -> None:
     print(json.dumps({"seconds": seconds}))
 
 
+STREAM_ROUNDS = 9
+
+
 def _round_trip(rank: int, rounds: int, send, recv) -> float:
     """Median seconds of one way (half a round trip between ranks 0 and 1; the first round
     left out)."""
@@ -136,13 +140,34 @@ def _round_trip(rank: int, rounds: int, send, recv) -> float:
 
 def _stream(rank: int, count: int, send, recv) -> float:
     """Seconds per message of ``count`` messages sent from rank 0 to rank 1 one after the
-    other, as a pipeline sends its carries (rank 1 answers once, at the end), median of 3."""
+    other, as a pipeline sends its carries (rank 1 answers once, at the end), median of
+    :data:`STREAM_ROUNDS` (a first round warms up)."""
     spent = []
-    for _ in range(4):
+    for _ in range(STREAM_ROUNDS + 1):
         t0 = time.perf_counter()
         for _ in range(count):
             send(1) if rank == 0 else recv(0)
         recv(1) if rank == 0 else send(0)
+        spent.append((time.perf_counter() - t0) / count)
+    return statistics.median(spent[1:])
+
+
+def _typed_stream(transport, count: int, message) -> float:
+    """:func:`_stream` of typed messages, the receiver keeping its next receive posted as a
+    pipeline stage does (``Transport.expect``); the answer is a small message."""
+    spent = []
+    for _ in range(STREAM_ROUNDS + 1):
+        t0 = time.perf_counter()
+        if transport.rank == 0:
+            for _ in range(count):
+                transport.send(message, 1)
+            transport.recv(1)
+        else:
+            for k in range(count):
+                transport.recv(0)
+                if k < count - 1:
+                    transport.expect(0)
+            transport.send(Stop(), 0)
         spent.append((time.perf_counter() - t0) / count)
     return statistics.median(spent[1:])
 
@@ -162,21 +187,27 @@ def _pickled(value):
     return send, recv
 
 
+def _typed(transport, message):
+    """(send, recv) of ``message`` through the run's transport (typed, as ctsp sends)."""
+    return (lambda dst: transport.send(message, dst)), transport.recv
+
+
 def link_worker(rounds: int) -> None:
-    """Rank 0 and 1: round trips of 1 kB and 16 MB tensors through ``send_object_list``, and a
-    stream of carries of FC 3x1000 at batch 128 (h 128 x 1000, t 10 x 1000 float32 and the
-    labels: 0.55 MB) both ways: pickled as before, and as typed :class:`ctsp.parallel.Batch`
-    messages through the transport. Rank 0 prints the seconds."""
+    """Rank 0 and 1: round trips of 1 kB and 16 MB typed messages through the transport (the
+    link the model uses), and a stream of carries of FC 3x1000 at batch 128 (h 128 x 1000,
+    t 10 x 1000 float32 and the labels: 0.55 MB) both ways: pickled through
+    ``send_object_list`` as before issue 28, and as typed :class:`ctsp.parallel.Batch`
+    messages. Rank 0 prints the seconds."""
     carry = (torch.randn(128, 1000), torch.randn(10, 1000))
     labels = torch.randint(0, 10, (128,))
     with process_group(World.from_environment(), 2, CPU) as transport, cpu_threads(1):
         rank = transport.rank
         times = {
-            n: _round_trip(rank, rounds, *_pickled(torch.zeros(n // 4))) for n in (1000, 16_000_000)
+            n: _round_trip(rank, rounds, *_typed(transport, Output(torch.zeros(n // 4))))
+            for n in (1000, 16_000_000)
         }
         pickled = _stream(rank, 32, *_pickled(("batch", carry, labels)))
-        message = Batch(carry, labels)
-        typed = _stream(rank, 32, lambda dst: transport.send(message, dst), transport.recv)
+        typed = _typed_stream(transport, 32, Batch(carry, labels))
         transport.flush()
     if rank == 0:
         latency = times[1000]
@@ -352,9 +383,10 @@ def main() -> None:
     link = Link(link_json["latency"], link_json["bandwidth"])
     lines = [
         f"Machine: {machine_line()}. gloo link measured: latency {link.latency * 1e6:.0f} µs, "
-        f"bandwidth {link.bandwidth / 1e9:.2f} GB/s (send_object_list). The 0.55 MB carry of FC "
+        f"bandwidth {link.bandwidth / 1e9:.2f} GB/s (typed messages). The 0.55 MB carry of FC "
         f"3x1000 (batch 128), a stream of 32: {link_json['carry_pickled'] * 1e3:.2f} ms each "
-        f"pickled (send_object_list), {link_json['carry_typed'] * 1e3:.2f} ms as typed messages "
+        f"pickled (send_object_list), {link_json['carry_typed'] * 1e3:.2f} ms as typed messages, "
+        "the next receive posted "
         f"({link_json['carry_pickled'] / link_json['carry_typed']:.1f}x faster).",
         "",
         "| config | batch | case | samples/s | vs 1 x 1 | model samples/s | model vs 1 x 1 |",

@@ -39,7 +39,7 @@ def main() -> None:
     with torch.no_grad():
         for k in range(args.batches):
             idx = torch.arange(k * bs, (k + 1) * bs) % data.train_x.shape[0]
-            trainer.train_batch(data.train_x[idx], data.train_y[idx], idx, 1.0)
+            trainer.learn(data.train_x[idx], data.train_y[idx], idx, 1.0)
         start = args.batches * bs
         idx = torch.arange(start, start + args.record) % data.train_x.shape[0]
         x = data.train_x[idx]

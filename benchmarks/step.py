@@ -245,9 +245,7 @@ def ct_part(args, busy) -> None:
             idx = torch.arange(batch)
             net = build_loop_network(c)
             trainer = Trainer(net, c, CPU, batch)
-            contenders[f"ctsp {method}"] = lambda t=trainer, x=x, y=y, i=idx: t.train_batch(
-                x, y, i, 1.0
-            )
+            contenders[f"ctsp {method}"] = lambda t=trainer, x=x, y=y, i=idx: t.learn(x, y, i, 1.0)
             lrs = {k: v * trainer.lr_scale for k, v in trainer.lr.items()}
             hand = hand_loop(build_loop_network(c), c, lrs, method, args.euler_steps, args.sweeps)
             contenders[f"hand {method}"] = lambda h=hand, x=x, y=y: h(x, y)

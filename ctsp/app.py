@@ -64,14 +64,13 @@ def tensorboard_recorder(rec) -> list[Recorder]:
 
 def training_backend(trainer, transport, image_shape: tuple[int, ...]):
     """The backend of ``config.parallel`` for this rank of ``transport``'s world (None: one
-    process): one process, a replica, or a part of a layer pipeline, its layers split as
-    ``parallel.split`` says or by their multiply-adds per minibatch of images ``image_shape``
-    (``DiscreteNetwork.multiply_adds``, ``ctsp.parallel.split_layers``)."""
+    process): one process, a replica, or a part of a layer pipeline (discrete networks), its
+    layers split as ``parallel.split`` says or by their multiply-adds per minibatch of images
+    ``image_shape`` (``DiscreteNetwork.multiply_adds``, ``ctsp.parallel.split_layers``)."""
     config = trainer.config
     return parallel.build_backend(
         config.parallel,
         transport,
-        len(trainer.net.layers),
         lambda: trainer.net.multiply_adds(image_shape, config.train.batch_size),
     )
 
@@ -88,7 +87,8 @@ def simulate(
     network=None,
     data=None,
     recorders: list[Recorder] | None = None,
-) -> RunResult:
+    workers: parallel.Workers | None = None,
+) -> RunResult | None:
     """Train the continuous-time sigprop loop network of ``config`` and write its run directory.
 
     Args:
@@ -107,29 +107,26 @@ def simulate(
         network: the network to train (default: ``models.LoopNetwork`` of ``config.network``).
         data: the ``ctsp.data.Dataset`` (or a subset of one; default: ``config.data``).
         recorders: hooks into the run (default: those ``config.record`` asks for).
+        workers: rank 0 of a ``--workers`` run, the processes it started (default: the world
+            of the environment, ``ctsp.parallel.World.from_environment``).
+
+    With ``parallel.replicas > 1`` this is one process of a data-parallel run: rank 0 writes
+    the run and returns its result, the other ranks return None.
     """
     device = runs.resolve_device(config.device)
     data = runs.load_data(config) if data is None else data
     continuous.check_sizes(config, data)
     recorders = build_recorders(config, data) if recorders is None else recorders
-    run_dir = runs.run_directory(out, config.name, force=force, resume=resume)
-    with runs.cpu_threads(config.threads), run_dir as path:
-        config = runs.resumed_config(path, config) if resume else config
-        net = (build_loop_network(config) if network is None else network).to(device)
-        trainer = continuous.Trainer(net, config, device, data.train_x.shape[0])
-        metrics = runs.fit(
-            trainer,
-            data,
-            config,
-            path,
-            resume=resume,
-            resumable=continuous.resumable_keys(config),
-            progress=progress,
-            log=log,
-            stop_after=stop_after,
-            recorders=recorders,
-        )
-    return RunResult(path, metrics, net)
+
+    def trainer(c: RunConfig):
+        net = (build_loop_network(c) if network is None else network).to(device)
+        return continuous.Trainer(net, c, device, data.train_x.shape[0])
+
+    return _run(
+        config, data, trainer, out, force=force, resume=resume, workers=workers,
+        resumable=continuous.resumable_keys, progress=progress, log=log,
+        stop_after=stop_after, recorders=recorders,
+    )  # fmt: skip
 
 
 def train(
@@ -165,35 +162,43 @@ def train(
         from models import build_discrete_network
 
         network = build_discrete_network(config, data.image_shape, data.classes)
+    return _run(
+        config, data, lambda c: _discrete_trainer(network.to(device), c, device), out,
+        force=force, resume=resume, workers=workers,
+        resumable=lambda c: discrete.RESUMABLE_KEYS, layers=lambda t: list(t.names),
+        progress=progress, log=log, stop_after=stop_after, recorders=recorders,
+    )  # fmt: skip
+
+
+def _run(
+    config, data, trainer, out, *, force, resume, workers, resumable, layers=None, **fit
+) -> RunResult | None:
+    """Train ``trainer(config)`` (a function of the resolved config) in this rank's part of
+    the run: rank 0 (or the one process) opens the run directory and drives the epochs
+    (``ctsp.runs.fit``, its other arguments ``fit``), the other ranks serve it and return
+    None. ``resumable(config)``: the keys a resumed run may change; ``layers(trainer)``: the
+    names of its per-layer metrics' layers (None: none)."""
     par = config.parallel
+    device = runs.resolve_device(config.device)
     world = workers.world if workers is not None else parallel.World.from_environment()
     with parallel.process_group(world, par.stages * par.replicas, device, workers) as transport:
         if world.rank > 0:  # a pipeline stage or a replica: rank 0 drives it and writes the run
             with runs.cpu_threads(config.threads):
-                trainer = _discrete_trainer(network.to(device), config, device)
-                training_backend(trainer, transport, data.image_shape).serve(trainer, data)
+                serving = trainer(config)
+                training_backend(serving, transport, data.image_shape).serve(serving, data)
             return None
         run_dir = runs.run_directory(out, config.name, force=force, resume=resume)
         with runs.cpu_threads(config.threads), run_dir as path:
             config = runs.resumed_config(path, config) if resume else config
-            trainer = _discrete_trainer(network.to(device), config, device)
-            trainer.backend = training_backend(trainer, transport, data.image_shape)
+            driver = trainer(config)
+            driver.backend = training_backend(driver, transport, data.image_shape)
             metrics = runs.fit(
-                trainer,
-                data,
-                config,
-                path,
-                resume=resume,
-                resumable=discrete.RESUMABLE_KEYS,
-                progress=progress,
-                log=log,
-                stop_after=stop_after,
-                layers=list(trainer.names),
-                recorders=recorders,
-            )
-            # (after a failure the stages see rank 0's connection close, or its end)
-            trainer.backend.stop()
-    return RunResult(path, metrics, trainer.net)
+                driver, data, config, path, resume=resume, resumable=resumable(config),
+                layers=layers(driver) if layers else None, **fit,
+            )  # fmt: skip
+            # (after a failure the others see rank 0's connection close, or its end)
+            driver.backend.stop()
+    return RunResult(path, metrics, driver.net)
 
 
 def _discrete_trainer(net, config: DiscreteRunConfig, device: torch.device):

@@ -90,18 +90,6 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     )
     _run_arguments(t, "train")
     t.add_argument("--lr", type=float, help="Adam learning rate of every layer (train.lr)")
-    t.add_argument(
-        "--workers",
-        type=int,
-        metavar="N",
-        help="start N local processes for a parallel run (N = parallel.stages x "
-        "parallel.replicas; under torchrun, leave it out); at most the usable cores",
-    )
-    t.add_argument(
-        "--oversubscribe",
-        action="store_true",
-        help="allow --workers beyond this machine's usable cores (each process loads torch)",
-    )
     return t
 
 
@@ -172,8 +160,25 @@ def _debug_argument(p: argparse.ArgumentParser, default) -> None:
     )
 
 
+def _parallel_arguments(p: argparse.ArgumentParser) -> None:
+    """``--workers`` and ``--oversubscribe`` (both run commands)."""
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="start N local processes for a parallel run (N = parallel.stages x "
+        "parallel.replicas; under torchrun, leave it out); at most the usable cores",
+    )
+    p.add_argument(
+        "--oversubscribe",
+        action="store_true",
+        help="allow --workers beyond this machine's usable cores (each process loads torch)",
+    )
+
+
 def _run_arguments(p: argparse.ArgumentParser, command: str) -> None:
     """The arguments ``simulate`` and ``train`` share."""
+    _parallel_arguments(p)
     p.add_argument(
         "config",
         nargs="?",
@@ -328,7 +333,7 @@ def _start_workers(args: argparse.Namespace, config, checkpoint: Path | None):
     processes, or more than the usable cores (unless ``--oversubscribe``)."""
     from .parallel import BACKENDS, World, backend_name, launch, watch_parent
 
-    n = getattr(args, "workers", None)
+    n = args.workers
     if "RANK" in os.environ:
         watch_parent(World.from_environment(), checkpoint)  # (nothing under another launcher)
         return None

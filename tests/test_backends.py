@@ -61,7 +61,7 @@ def _run(case: str, backend: str, transport=None):
         net = build_discrete_network(config, data.image_shape, data.classes)
     trainer = DiscreteTrainer(net, make_learner(net, config), config, torch.device("cpu"))
     costs = lambda: net.multiply_adds(data.image_shape, 32)  # noqa: E731
-    trainer.backend = build_backend(config.parallel, transport, len(net.layers), costs)
+    trainer.backend = build_backend(config.parallel, transport, costs)
     if transport is not None and transport.rank > 0:
         trainer.backend.serve(trainer, data)
         return None
@@ -195,7 +195,7 @@ def _same(a, b) -> bool:
 )
 def test_a_message_keeps_every_bit_dtype_and_layout(message):
     encoded = encode(message)
-    back = decode(encoded.header, encoded.payload, encoded.objects)
+    back = decode(encoded.header, encoded.payload)
     assert type(back) is type(message)
 
     for field in dataclasses.fields(message):

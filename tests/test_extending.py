@@ -103,10 +103,10 @@ def test_a_registered_neuron_model_runs_in_a_spiking_network(registered, tmp_pat
 class OutputOnlyCHL(continuous.ContrastiveHebbian):
     """A toy continuous-time rule: Eq. 14 for the projections into the output alone."""
 
-    def update(self, net, x, phases, lr):
+    def update(self, net, x, phases, lr, batch, reduce):
         out = len(net.populations) - 1
         only = {e.name: (lr[e.name] if e.dst == out else 0.0) for e in net.edges}
-        super().update(net, x, phases, only)
+        super().update(net, x, phases, only, batch, reduce)
 
 
 class HandEuler(continuous.TimeStepping):

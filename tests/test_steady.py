@@ -230,7 +230,7 @@ def test_training_step_with_steady_equals_converged_euler():
                 p.uniform_(-0.5, 0.5)
         trainer = Trainer(net, config, torch.device("cpu"), 8)
         for sign in (1.0, -1.0):
-            _, free, clamped = trainer.train_batch(x, y, torch.arange(8), sign)
+            _, free, clamped = trainer.learn(x, y, torch.arange(8), sign)
             assert free.converged and clamped.converged
         nets.append(net)
     for (name, a), b in zip(
@@ -253,7 +253,7 @@ def test_every_bundled_config_trains_with_steady(name):
     y = torch.randint(0, config.network.sizes[-1], (x.shape[0],), generator=gen)
     trainer = Trainer(net, config, torch.device("cpu"), x.shape[0])
     for _ in range(2):
-        _, free, clamped = trainer.train_batch(x, y, torch.arange(x.shape[0]), 1.0)
+        _, free, clamped = trainer.learn(x, y, torch.arange(x.shape[0]), 1.0)
     assert free.steps >= 1 and clamped.steps >= 1
     if config.solver.tol > 0:
         assert free.converged and clamped.converged

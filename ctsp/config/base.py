@@ -307,3 +307,37 @@ def with_overrides(config: Any, overrides: list[tuple[list[str], Any]]) -> Any:
             node = node[part]
         node[path[-1]] = value
     return from_dict(d, type(config))
+
+
+@dataclasses.dataclass(frozen=True)
+class ParallelConfig(Section):
+    """The ``parallel`` section of both run commands (``ctsp.parallel.build_backend`` reads it)."""
+
+    PREFIX: ClassVar[str] = "parallel."
+
+    stages: int = option(
+        1, "layer pipeline: consecutive layers split into this many processes (ctsp train, sigprop)"
+    )
+    replicas: int = option(
+        1,
+        "data-parallel replicas: each process a shard of every minibatch (any rule, both commands)",
+    )
+    split: tuple[int, ...] = option(
+        (), "layers per pipeline stage, input side first (e.g. [3, 5]); [] = by multiply-adds"
+    )
+
+    def check(self) -> None:
+        _require(self.stages >= 1, "parallel.stages", self.stages, ">= 1")
+        _require(
+            not self.split or (len(self.split) == self.stages and min(self.split) >= 1),
+            "parallel.split",
+            list(self.split),
+            "[] or one layer count >= 1 per stage (parallel.stages of them)",
+        )
+        _require(self.replicas >= 1, "parallel.replicas", self.replicas, ">= 1")
+        _require(
+            self.stages == 1 or self.replicas == 1,
+            "parallel.replicas",
+            self.replicas,
+            "1 when parallel.stages > 1 (stages x replicas are not combined yet)",
+        )

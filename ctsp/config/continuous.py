@@ -35,6 +35,7 @@ from .base import (
     TENSORBOARD_HELP,
     THREADS_HELP,
     ConfigBase,
+    ParallelConfig,
     Section,
     _check_top_level,
     _require,
@@ -192,7 +193,14 @@ class RecordConfig(Section):
 class RunConfig(ConfigBase):
     """``ctsp simulate``: the continuous-time sigprop loop network."""
 
-    SECTIONS: ClassVar[tuple[str, ...]] = ("data", "network", "solver", "train", "record")
+    SECTIONS: ClassVar[tuple[str, ...]] = (
+        "data",
+        "network",
+        "solver",
+        "train",
+        "parallel",
+        "record",
+    )
     BUNDLED: ClassVar[str] = ""
     COMMAND: ClassVar[str] = "simulate"
 
@@ -204,7 +212,22 @@ class RunConfig(ConfigBase):
     network: NetworkConfig = section(NetworkConfig, "the loop network")
     solver: SolverConfig = section(SolverConfig, "the relaxation phases")
     train: TrainConfig = section(TrainConfig, "training")
+    parallel: ParallelConfig = section(ParallelConfig, "training over several processes")
     record: RecordConfig = section(RecordConfig, "recordings")
+
+    def _check_parallel(self) -> None:
+        p = self.parallel
+        if p.stages > 1:
+            raise ConfigError(
+                f"parallel.stages = {p.stages}: the continuous-time network relaxes its "
+                "populations together (the loop-back couples them), so it has no layer "
+                "pipeline; use parallel.replicas"
+            )
+        if p.replicas > 1 and self.train.persistent:
+            raise ConfigError(
+                f"parallel.replicas = {p.replicas} with train.persistent: each replica would keep "
+                "only its shard's persistent states; use one process"
+            )
 
     def network_summary(self) -> str:
         """The network in a few words (``ctsp configs``), e.g. "784-1500-1500-10, loop learned"."""
@@ -233,6 +256,7 @@ class RunConfig(ConfigBase):
                 f'has no steady state; use train.beta_sign = "positive" without symmetric '
                 f"nudging, train.beta < 1/r, or an ODE method"
             )
+        self._check_parallel()
         n_ff = len(self.network.sizes) - 1
         _require(
             len(self.train.lr) == n_ff,

@@ -30,6 +30,7 @@ from .base import (
     TENSORBOARD_HELP,
     THREADS_HELP,
     ConfigBase,
+    ParallelConfig,
     Section,
     _check_top_level,
     _require,
@@ -168,37 +169,6 @@ class DiscreteTrainConfig(Section, LRSchedule):
         _require(self.batch_size >= 2, "train.batch_size", self.batch_size, ">= 2")
         _require(self.eval_batch_size >= 1, "train.eval_batch_size", self.eval_batch_size, ">= 1")
         _require(self.lr > 0, "train.lr", self.lr, "> 0")
-
-
-@dataclass(frozen=True)
-class ParallelConfig(Section):
-    PREFIX: ClassVar[str] = "parallel."
-
-    stages: int = option(
-        1, "layer pipeline: consecutive layers split into this many processes (sigprop)"
-    )
-    replicas: int = option(
-        1, "data-parallel replicas: each process a shard of every minibatch (any rule)"
-    )
-    split: tuple[int, ...] = option(
-        (), "layers per pipeline stage, input side first (e.g. [3, 5]); [] = by multiply-adds"
-    )
-
-    def check(self) -> None:
-        _require(self.stages >= 1, "parallel.stages", self.stages, ">= 1")
-        _require(
-            not self.split or (len(self.split) == self.stages and min(self.split) >= 1),
-            "parallel.split",
-            list(self.split),
-            "[] or one layer count >= 1 per stage (parallel.stages of them)",
-        )
-        _require(self.replicas >= 1, "parallel.replicas", self.replicas, ">= 1")
-        _require(
-            self.stages == 1 or self.replicas == 1,
-            "parallel.replicas",
-            self.replicas,
-            "1 when parallel.stages > 1 (stages x replicas are not combined yet)",
-        )
 
 
 @dataclass(frozen=True)

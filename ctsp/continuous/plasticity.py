@@ -403,8 +403,25 @@ class CHL:
         post_nudged: Tensor,
         lr: float,
         beta: float,
+        batch: int | None = None,
+        reduce=None,
     ) -> None:
-        scale = lr / (beta * pre.shape[0])
-        chl_update(weight.data, pre, post_free, post_nudged, scale, backend=self.backend)
+        """Add the update in place. ``batch``: the minibatch's size B (default: the rows of
+        ``pre``); ``reduce``: in a data-parallel replica (its rows a shard of the minibatch),
+        the sum of a tensor over the replicas, applied to this shard's sums before they are
+        added, so that every replica adds the whole minibatch's update."""
+        scale = lr / (beta * (batch or pre.shape[0]))
+        if reduce is None:
+            chl_update(weight.data, pre, post_free, post_nudged, scale, backend=self.backend)
+            if bias is not None:
+                chl_bias_update(bias.data, post_free, post_nudged, scale)
+            return
+        parts = [torch.zeros_like(weight.data)]
+        chl_update(parts[0], pre, post_free, post_nudged, scale, backend=self.backend)
         if bias is not None:
-            chl_bias_update(bias.data, post_free, post_nudged, scale)
+            parts.append(torch.zeros_like(bias.data))
+            chl_bias_update(parts[1], post_free, post_nudged, scale)
+        total = reduce(torch.cat([p.reshape(-1) for p in parts]))
+        weight.data += total[: weight.numel()].view_as(weight)
+        if bias is not None:
+            bias.data += total[weight.numel() :].view_as(bias)

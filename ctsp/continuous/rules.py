@@ -1,9 +1,12 @@
 """Learning rules of the continuous-time networks, by name (``train.rule``; :data:`RULES`).
 
 A rule is a class built from the run config; after every minibatch's phases the trainer calls
-``rule.update(net, x, phases, lr)``, with the network, the minibatch's input x (B, n_in), the
-phases' rates (``trainer.Phases``) and each projection's learning rate of this epoch (the
-schedule applied; ``lr[edge.name]``). It changes the network's weights and biases in place. A
+``rule.update(net, x, phases, lr, batch, reduce)``, with the network, the minibatch's input x
+(B, n_in), the phases' rates (``trainer.Phases``), each projection's learning rate of this
+epoch (the schedule applied; ``lr[edge.name]``), the minibatch's size ``batch`` and ``reduce``:
+None in one process; in a data-parallel replica (``parallel.replicas``; x is then its shard of
+the minibatch) the sum of a tensor over the replicas, which the rule applies to its sums over
+the samples before it changes a weight. It changes the network's weights and biases in place. A
 new rule is one class and one ``RULES.register(name, cls)``; the config, ``--help-config`` and
 the error messages list it.
 """
@@ -30,7 +33,7 @@ class ContrastiveHebbian:
     def __init__(self, config) -> None:
         self.chl = CHL(config.train.chl_backend)
 
-    def update(self, net, x: Tensor, phases, lr: dict[str, float]) -> None:
+    def update(self, net, x: Tensor, phases, lr: dict[str, float], batch: int, reduce) -> None:
         for e in net.edges:
             proj = net.projections[e.name]
             if not proj.trainable or lr[e.name] == 0:
@@ -45,6 +48,8 @@ class ContrastiveHebbian:
                 phases.nudged_rates[:, dst],
                 lr[e.name],
                 phases.beta,
+                batch,
+                reduce,
             )
 
 

@@ -15,6 +15,7 @@ writes no files and prints nothing: ``ctsp.runs.fit`` drives it epoch by epoch (
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DivergenceError
+from ..parallel import SingleProcess
 from ..registry import Registry
 from .field import Field
 from .rules import RULES
@@ -50,7 +52,7 @@ BETA_SIGNS: Registry[BetaSign] = Registry(
 )
 
 # keys (or key prefixes ending in ".") that a resumed run may change
-RESUMABLE_KEYS = ("train.epochs", "device", "threads", "record.", "train.health")
+RESUMABLE_KEYS = ("train.epochs", "device", "threads", "record.", "train.health", "parallel.")
 
 
 def resumable_keys(config) -> tuple[str, ...]:
@@ -68,6 +70,10 @@ class PhaseStats:
     nfe: float
     converged: float
     passes: float = 0.0
+
+
+# a relaxation's statistics a minibatch reports, in PhaseStats' order
+STAT_FIELDS = ("steps", "nfe", "converged", "passes")
 
 
 @dataclass(frozen=True)
@@ -112,8 +118,11 @@ class Trainer:
         self.lr = dict(zip(feed_forward, config.train.lr, strict=True))
         self.lr["loop"] = config.train.loop_lr
         self.persistent = net.zero_state(n_train) if config.train.persistent else None
-        self.lr_scale = 1.0  # the schedule's factor of the current epoch (train_epoch sets it)
+        self.lr_scale = 1.0  # the schedule's factor of the current epoch (begin_epoch sets it)
         self.free_spec, self.clamped_spec = RelaxSpec.phases(config.solver)
+        self.backend = SingleProcess()  # what runs the minibatches (ctsp.parallel.BACKENDS)
+        self._batch: tuple[Tensor, float] | None = None  # the minibatch's indices and sign
+        self._shard: tuple[int, Callable] | None = None  # in a replica: (whole batch, reduce)
 
     def relax_phase(self, x_current: Tensor, s0: Tensor, beta, target, spec: RelaxSpec):
         """One phase of this network from ``s0``: input current ``x_current`` (W_in x + b_1),
@@ -157,39 +166,90 @@ class Trainer:
 
     def update(self, x: Tensor, ph: Phases) -> None:
         """The rule of ``train.rule`` (:data:`RULES`; Eq. 14 by default) with this epoch's
-        learning rates."""
-        self.rule.update(self.net, x, ph, {k: v * self.lr_scale for k, v in self.lr.items()})
+        learning rates (over the whole minibatch in a replica)."""
+        lr = {k: v * self.lr_scale for k, v in self.lr.items()}
+        batch, reduce = self._shard if self._shard is not None else (x.shape[0], None)
+        self.rule.update(self.net, x, ph, lr, batch, reduce)
 
-    def train_batch(self, x: Tensor, y: Tensor, idx: Tensor, sign: float):
-        """Phases and update of one minibatch; returns (training errors, free, clamped stats)."""
+    # the Stage interface of ctsp.parallel's backends (one process or data-parallel replicas)
+
+    resend_state = False  # rank 0 changes nothing between epochs that a replica lacks
+
+    def begin_epoch(self, epoch: int, lr: float | None = None) -> None:
+        """Set the schedule's factor of (0-based) ``epoch`` (``lr``: as rank 0 sent it)."""
+        self.lr_scale = self.config.train.lr_factor(epoch) if lr is None else lr
+        self.epoch_lr = self.lr_scale
+
+    def batches(self, data, epoch: int):
+        """The training minibatches (x, y) of ``epoch``, in the order and with the beta signs
+        drawn from a generator seeded by (seed, epoch) (so a resumed run repeats an
+        uninterrupted one, and every replica draws the same); each minibatch's indices and sign
+        are kept for :meth:`train_batch`."""
+        tc, n = self.config.train, data.train_x.shape[0]
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        batches = torch.randperm(n, generator=gen).split(tc.batch_size)
+        signs = BETA_SIGNS[tc.beta_sign].signs(gen, len(batches))
+        for idx, sign in zip(batches, signs, strict=True):
+            self._batch = (idx.to(self.device), float(sign))
+            yield data.train_x[idx].to(self.device), data.train_y[idx].to(self.device)
+
+    def learn(self, x: Tensor, y: Tensor, idx: Tensor, sign: float):
+        """Phases and update of one minibatch (``idx``: its samples' indices, for persistent
+        states; ``sign``: of beta); returns (training errors, free, clamped stats)."""
         ph = self.phases(x, y, idx, sign)
         self.update(x, ph)
         errors = int((self.net.predict(ph.free.state) != y).sum())
         return errors, ph.free.stats, ph.clamped.stats
 
     @torch.no_grad()
-    def train_epoch(self, data, epoch: int, bar=None, on_batch=None):
-        """One pass over the training set in minibatches; ``on_batch(epoch, k)`` after each
-        minibatch's update (the run's recorders).
+    def train_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`learn` of the minibatch :meth:`batches` yielded last (x, y: all of it, or
+        this replica's shard); returns (the phases' statistics :data:`STAT_FIELDS`, float64;
+        the wrong predictions, one count)."""
+        errors, free, clamped = self.learn(x, y, *self._batch)
+        stats = [getattr(s, f) for s in (free, clamped) for f in STAT_FIELDS]
+        return torch.tensor(stats, dtype=torch.float64), torch.tensor([errors])
 
-        The order and the beta signs come from a generator seeded by (seed, epoch), so a resumed
-        run repeats an uninterrupted one exactly. Returns (training errors, free-phase stats,
-        clamped-phase stats), the stats one per minibatch.
+    @contextlib.contextmanager
+    def sharded(self, lo: int, hi: int, total: int, reduce):
+        """Within: the minibatches are shared by replicas, this one trains samples [lo, hi) of
+        ``total``, and ``reduce`` sums the update over the replicas."""
+        self._shard = (total, reduce)
+        try:
+            yield
+        finally:
+            self._shard = None
+
+    def optimizers(self) -> list:
+        return []  # the rule changes the weights itself (its sums reduced: ``sharded``)
+
+    def state(self) -> dict:
+        return {"net": self.net.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+
+    def fingerprint(self) -> Tensor:
+        """A float64 sum per parameter and buffer of the network: equal in replicas that agree."""
+        tensors = [*self.net.parameters(), *self.net.buffers()]
+        return torch.stack([t.detach().double().sum() for t in tensors])
+
+    @torch.no_grad()
+    def train_epoch(self, data, epoch: int, bar=None, on_batch=None):
+        """One pass over the training set in minibatches on the backend; ``on_batch(epoch, k)``
+        after each minibatch's update (the run's recorders). Returns (training errors,
+        free-phase stats, clamped-phase stats), the stats one per minibatch.
         """
-        tc, n = self.config.train, data.train_x.shape[0]
-        self.lr_scale = tc.lr_factor(epoch)
-        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-        batches = torch.randperm(n, generator=gen).split(tc.batch_size)
-        signs = BETA_SIGNS[tc.beta_sign].signs(gen, len(batches))
+        self.begin_epoch(epoch)
         wrong, seen, free_stats, clamped_stats = 0, 0, [], []
-        for k, (idx, sign) in enumerate(zip(batches, signs, strict=True)):
-            x, y = data.train_x[idx].to(self.device), data.train_y[idx].to(self.device)
-            w, fs, cs = self.train_batch(x, y, idx.to(self.device), float(sign))
+        steps = self.backend.run(self, self.batches(data, epoch), epoch)
+        for k, (stats, w, size) in enumerate(steps):
             if on_batch is not None:
                 on_batch(epoch, k)
-            wrong, seen = wrong + w, seen + idx.shape[0]
-            free_stats.append(fs)
-            clamped_stats.append(cs)
+            wrong, seen = wrong + int(w.sum()), seen + size
+            values = stats.tolist()
+            free_stats.append(PhaseStats(*values[: len(STAT_FIELDS)]))
+            clamped_stats.append(PhaseStats(*values[len(STAT_FIELDS) :]))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix_str(f"train err {wrong / seen:.3f}", refresh=False)

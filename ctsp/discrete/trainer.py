@@ -105,13 +105,13 @@ class DiscreteTrainer:
 
     def begin_epoch(self, epoch: int, lr: float | None = None) -> None:
         """What every process that trains layers of ``epoch`` sets first: the learning rate
-        (``lr``, default the schedule's: :meth:`set_epoch`; kept in ``self.lr``), the dropout
+        (``lr``, default the schedule's: :meth:`set_epoch`; kept in ``self.epoch_lr``), the dropout
         generator seeded by (seed, epoch), training mode."""
         if lr is None:
             lr = self.set_epoch(epoch)
         else:
             self.learner.set_lr(lr)
-        self.lr = lr
+        self.epoch_lr = lr
         seed = self.config.seed * 1_000_003 + epoch + 1
         torch.manual_seed(seed)  # dropout of networks without StaticNeurons
         seed_dropout(self.net, seed)
@@ -199,15 +199,21 @@ class DiscreteTrainer:
         self.net.load_state_dict(state["net"])
         self.learner.load_state_dict(state["learner"])
 
-    def take_layers(self, net_state: dict, learner_state: dict, start: int, stop: int) -> None:
-        """Layers [start, stop) (parameters, buffers, rules) from another stage's state."""
+    def layer_state(self, start: int, stop: int) -> dict:
+        """The state of layers [start, stop) alone (parameters, buffers, rules): what a pipeline
+        stage sends rank 0 at the end of an epoch."""
         prefixes = tuple(f"layers.{i}." for i in range(start, stop))
+        net = {k: v for k, v in self.net.state_dict().items() if k.startswith(prefixes)}
+        rules = self.learner.state_dict()["rules"]
+        return {"net": net, "learner": {"rules": {n: rules[n] for n in self.names[start:stop]}}}
+
+    def take_layers(self, state: dict, start: int, stop: int) -> None:
+        """Layers [start, stop) from another stage's :meth:`layer_state`."""
         mine = self.net.state_dict()
-        mine.update({k: v for k, v in net_state.items() if k.startswith(prefixes)})
+        mine.update(state["net"])
         self.net.load_state_dict(mine)
         ours = self.learner.state_dict()
-        for name in self.names[start:stop]:
-            ours["rules"][name] = learner_state["rules"][name]
+        ours["rules"].update(state["learner"]["rules"])
         self.learner.load_state_dict(ours)
 
     def sharded(self, lo: int, hi: int, total: int, reduce):

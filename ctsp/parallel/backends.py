@@ -16,6 +16,7 @@ and validates from the config's ``parallel`` section.
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 from collections.abc import Callable, Iterable, Iterator
@@ -29,15 +30,21 @@ from ..registry import Registry
 from .messages import Batch, End, Epoch, Infer, Output, Report, State, Stop
 from .transport import Transport
 
-Step = tuple[Tensor, Tensor, int]  # (loss per layer, wrong predictions per layer, batch size)
+# what a backend yields per minibatch: (means over its samples, e.g. the loss per layer;
+# counts, e.g. the wrong predictions per layer; the batch size). Replicas average the means by
+# their shares of the samples and sum the counts.
+Step = tuple[Tensor, Tensor, int]
+# minibatches a pipeline's rank 0 trains before it reads the later stages' reports of one: it
+# does not wait for a stage that is a minibatch behind
+REPORT_LAG = 3
 
 
 class Stage(Protocol):
     """What a backend needs of an engine's trainer (``DiscreteTrainer``, the continuous-time
-    ``Trainer``). A pipeline needs ``train_layers``, ``infer`` and ``take_layers`` as well;
-    replicas need ``sharded``, ``optimizers`` and ``batches``."""
+    ``Trainer``). A pipeline needs ``train_layers``, ``infer``, ``layer_state`` and
+    ``take_layers`` as well; replicas need ``sharded``, ``optimizers`` and ``batches``."""
 
-    lr: float  # the learning rate of the epoch begun last
+    epoch_lr: float  # the learning rate (or the schedule's factor) of the epoch begun last
     resend_state: bool  # rank 0's state changes between epochs (batch-norm recalibration)
 
     def begin_epoch(self, epoch: int, lr: float | None = None) -> None: ...
@@ -53,8 +60,9 @@ class Stage(Protocol):
 
 class Backend(Protocol):
     """Runs an epoch's minibatches: ``run`` on rank 0 (yields a :data:`Step` per minibatch),
-    ``serve`` on the other ranks (until rank 0's ``stop``). ``build`` makes one from a
-    ``parallel`` config section for this rank of a transport's world."""
+    ``serve`` on the other ranks (until rank 0's ``stop``). ``build(parallel, transport,
+    costs)`` makes one from a ``parallel`` config section for this rank of a transport's
+    world."""
 
     name: str
     group: str  # what its processes are, for messages: "rank 1 of the replicas stopped …"
@@ -75,7 +83,7 @@ class SingleProcess:
     group = "the run"
 
     @classmethod
-    def build(cls, parallel, transport, layers: int, costs: Callable[[], list[int]]):
+    def build(cls, parallel, transport, costs: Callable[[], list[int]]):
         return cls()
 
     def run(self, stage, batches: Iterable[tuple[Tensor, Tensor]], epoch: int) -> Iterator[Step]:
@@ -130,7 +138,7 @@ class _Driven:
         state = stage.state() if not self._started or stage.resend_state else None
         self._started = True
         for r in range(1, self.transport.size):
-            self.transport.send(Epoch(epoch, stage.lr, state), r)
+            self.transport.send(Epoch(epoch, stage.epoch_lr, state), r)
 
     def _next_epoch(self, stage) -> int | None:
         """Ranks > 0: the next epoch rank 0 begins (its state loaded), or None at the end."""
@@ -160,8 +168,8 @@ class LayerPipeline(_Driven):
     tensors' exact bits, so the updates are the single process's. Every stage sends its state
     back at the end of every epoch, so that rank 0 evaluates and checkpoints the whole network.
     Minibatches are in flight at once: stage 0 trains minibatch k + 1 while the later stages
-    train minibatch k, and rank 0 reads the stages' reports of a minibatch only after it has
-    sent the next one on.
+    train minibatch k, and rank 0 reads the stages' reports of minibatch k only after it has
+    sent minibatch k + :data:`REPORT_LAG` on (the yields lag as much behind).
 
     Target-loop generators (``stage.needs_feedback``, Fig. 2c) need the network's output for
     minibatch k, computed with the weights after minibatch k - 1, before layer 1 trains on k:
@@ -182,10 +190,11 @@ class LayerPipeline(_Driven):
         transport.group = self.group
 
     @classmethod
-    def build(cls, parallel, transport, layers: int, costs: Callable[[], list[int]]):
-        split = parallel.split
+    def build(cls, parallel, transport, costs: Callable[[], list[int]]):
+        split, sizes = parallel.split, costs()
         if not split:
-            return cls(split_layers(costs(), parallel.stages), transport)
+            return cls(split_layers(sizes, parallel.stages), transport)
+        layers = len(sizes)
         if sum(split) != layers:
             raise ConfigError(
                 f"invalid value for parallel.split: {list(split)} (expected layer counts that "
@@ -203,26 +212,27 @@ class LayerPipeline(_Driven):
         and wrong predictions per layer (all stages') in order."""
         self._begin(stage, epoch)
         start, stop = self.splits[0]
-        pending = None
+        pending: collections.deque = collections.deque()  # minibatches whose reports are due
         for x, y in batches:
             feedback = None
-            if stage.needs_feedback:  # the inference pass crosses every stage first
-                if pending is not None:
-                    yield self._reports(*pending)
-                    pending = None
+            if stage.needs_feedback:  # the inference pass crosses every stage first; the
+                while pending:  # last stage's reports come before its output
+                    yield self._reports(*pending.popleft())
                 self.transport.send(Infer(stage.infer(x, start, stop)), 1)
                 feedback = self.transport.recv(self.stages - 1).out
             losses, wrong, carry = stage.train_layers(x, y, start, stop, feedback=feedback)
             self.transport.send(Batch(carry, y), 1)
-            if pending is not None:
-                yield self._reports(*pending)
-            pending = (losses, wrong, x.shape[0])
-        if pending is not None:
-            yield self._reports(*pending)
+            for r in range(1, self.stages):  # their reports of it will come
+                self.transport.expect(r)
+            pending.append((losses, wrong, x.shape[0]))
+            while len(pending) > REPORT_LAG:
+                yield self._reports(*pending.popleft())
+        while pending:
+            yield self._reports(*pending.popleft())
         self.transport.send(End(), 1)
         for r in range(1, self.stages):
             state = self.transport.recv(r)
-            stage.take_layers(state.net, state.learner, *self.splits[r])
+            stage.take_layers({"net": state.net, "learner": state.learner}, *self.splits[r])
 
     def _reports(self, losses: Tensor, wrong: Tensor, size: int) -> Step:
         """Stage 0's loss and errors of a minibatch joined with every later stage's report."""
@@ -242,6 +252,7 @@ class LayerPipeline(_Driven):
         start, stop = self.splits[rank]
         last = rank == self.stages - 1
         while not isinstance(message := t.recv(rank - 1), End):
+            t.expect(rank - 1)  # the next minibatch, or the end of the epoch
             if isinstance(message, Infer):  # this stage's part of the target-loop context
                 out = stage.infer(message.h, start, stop)
                 t.send(Output(out) if last else Infer(out), 0 if last else rank + 1)
@@ -254,7 +265,7 @@ class LayerPipeline(_Driven):
             t.send(Report(losses.detach().float(), wrong), 0)
         if not last:
             t.send(End(), rank + 1)
-        state = stage.state()
+        state = stage.layer_state(start, stop)
         t.send(State(state["net"], state["learner"]), 0)
 
 
@@ -307,7 +318,7 @@ class DataParallel(_Driven):
         self._hooked: set[int] = set()
 
     @classmethod
-    def build(cls, parallel, transport, layers: int, costs: Callable[[], list[int]]):
+    def build(cls, parallel, transport, costs: Callable[[], list[int]]):
         return cls(transport)
 
     @property
@@ -390,10 +401,9 @@ def backend_name(parallel) -> str:
     return "replicas" if parallel.replicas > 1 else "pipeline" if parallel.stages > 1 else "single"
 
 
-def build_backend(
-    parallel, transport: Transport | None, layers: int, costs: Callable[[], list[int]]
-):
+def build_backend(parallel, transport: Transport | None, costs: Callable[[], list[int]]):
     """The backend of ``parallel`` (a config's ``parallel`` section) for this rank of
-    ``transport``'s world (None: one process): a network of ``layers`` layers split as
-    ``parallel.split`` says, or by ``costs()`` (a cost per layer, e.g. multiply-adds)."""
-    return BACKENDS[backend_name(parallel)].build(parallel, transport, layers, costs)
+    ``transport``'s world (None: one process). ``costs()``: a cost per layer (e.g. its
+    multiply-adds), called by a layer pipeline alone: its layers are split as
+    ``parallel.split`` says (checked against their number), or by these costs."""
+    return BACKENDS[backend_name(parallel)].build(parallel, transport, costs)

@@ -1,16 +1,19 @@
 """The messages between the processes of a parallel run: frozen dataclasses, and their encoding.
 
-A message travels as a fixed-size int64 header (its kind and a description of every field) and,
-when it holds tensors, one byte payload with the tensors' exact bits one after the other (8-byte
-aligned, each in its own memory layout: contiguous or channels-last): two tensor messages
-however many tensors it holds, and no pickling on the hot path (:func:`encode`, :func:`decode`).
-A field that holds a whole state (a dict of tensors, sent once an epoch) travels as one pickled
-object after the header.
+A message travels as one frame: a fixed-size int64 header (its kind and a description of every
+field) followed, when it holds tensors, by a byte payload with the tensors' exact bits one after
+the other (8-byte aligned, each in its own memory layout: contiguous or channels-last): one
+buffer however many tensors it holds, and no pickling on the hot path (:func:`encode`,
+:func:`decode`). A field that holds a whole state (nested dicts of tensors, sent once an epoch)
+is pickled with its tensors left out: their bits join the payload like any other tensor's, the
+small pickle after them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import pickle
 from typing import Any
 
 import torch
@@ -18,6 +21,7 @@ from torch import Tensor
 
 # int64 words in a header: room for a message of a few tensors of up to 5 dimensions
 HEADER = 64
+FRAME = HEADER * 8  # its bytes
 _DTYPES = (
     torch.float32,
     torch.float64,
@@ -86,7 +90,7 @@ class Stop:
 
 @dataclasses.dataclass(frozen=True)
 class State:
-    """A stage to rank 0 at the end of an epoch: its network and learner state."""
+    """A stage to rank 0 at the end of an epoch: its layers' network and learner state."""
 
     net: dict
     learner: dict
@@ -97,12 +101,19 @@ KINDS = (Epoch, Batch, Infer, Output, Report, End, Stop, State)
 
 @dataclasses.dataclass(frozen=True)
 class Encoded:
-    """A message ready to travel: ``header`` (int64, :data:`HEADER` words), ``payload`` (uint8,
-    the tensors' bits; None without tensors), ``objects`` (the pickled fields, in order)."""
+    """A message ready to travel: ``frame`` (uint8: the header's :data:`FRAME` bytes, then the
+    payload), ``header`` (int64, :data:`HEADER` words) and ``payload`` (uint8: the tensors'
+    bits, then the pickled objects; None without either) as views of it."""
 
-    header: Tensor
-    payload: Tensor | None
-    objects: tuple
+    frame: Tensor
+
+    @property
+    def header(self) -> Tensor:
+        return self.frame[:FRAME].view(torch.int64)
+
+    @property
+    def payload(self) -> Tensor | None:
+        return self.frame[FRAME:] if self.frame.numel() > FRAME else None
 
 
 def _layout(t: Tensor) -> tuple[int, Tensor]:
@@ -120,17 +131,45 @@ def _bytes(t: Tensor) -> int:
     return -(-t.numel() * t.element_size() // 8) * 8  # 8-byte aligned
 
 
+class _Pickler(pickle.Pickler):
+    """Pickles the objects of a message with their tensors left out (appended to ``tensors``,
+    their bits go into the payload): a state of many megabytes pickles in microseconds."""
+
+    def __init__(self, file, tensors: list[Tensor]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.tensors = tensors
+
+    def persistent_id(self, obj):
+        if not isinstance(obj, Tensor):
+            return None
+        layout, flat = _layout(obj.detach())
+        self.tensors.append(flat)
+        return (_DTYPES.index(obj.dtype), layout, tuple(obj.shape))
+
+
 class _Writer:
     def __init__(self) -> None:
         self.words: list[int] = []
         self.tensors: list[Tensor] = []
         self.objects: list[Any] = []
 
+    def describe(self, t: Tensor) -> tuple[int, ...]:
+        """(dtype, layout, dimensions, *shape) of ``t``, whose bits join the payload."""
+        layout, flat = _layout(t.detach())
+        self.tensors.append(flat)
+        return (_DTYPES.index(t.dtype), layout, t.dim(), *t.shape)
+
+    def blob(self) -> Tensor | None:
+        """The pickled objects (their tensors joining the payload before it), or None."""
+        if not self.objects:
+            return None
+        file = io.BytesIO()
+        _Pickler(file, self.tensors).dump(self.objects)
+        return torch.frombuffer(bytearray(file.getvalue()), dtype=torch.uint8)
+
     def value(self, v) -> None:
         if isinstance(v, Tensor):
-            layout, flat = _layout(v.detach())
-            self.words += [_TENSOR, _DTYPES.index(v.dtype), layout, v.dim(), *v.shape]
-            self.tensors.append(flat)
+            self.words += [_TENSOR, *self.describe(v)]
         elif v is None:
             self.words.append(_NONE)
         elif isinstance(v, bool | int):
@@ -141,35 +180,48 @@ class _Writer:
             self.words += [_TUPLE, len(v)]
             for item in v:
                 self.value(item)
-        else:
+        else:  # a whole state: pickled, its tensors in the payload
             self.words.append(_OBJECT)
             self.objects.append(v)
 
 
 def encode(message, device: torch.device | None = None) -> Encoded:
-    """The header, payload and objects of ``message`` (one of :data:`KINDS`), the header and
-    payload on ``device`` (default: the first tensor's, else the CPU)."""
+    """The frame of ``message`` (one of :data:`KINDS`) on ``device`` (default: the first
+    tensor's, else the CPU). Header words: kind, payload bytes, bytes of the pickled objects
+    (0: none), then a token per field."""
     writer = _Writer()
     writer.words.append(KINDS.index(type(message)))
     for field in dataclasses.fields(message):
         writer.value(getattr(message, field.name))
+    blob = writer.blob()
+    if blob is not None:
+        writer.tensors.append(blob)
     total = sum(_bytes(t) for t in writer.tensors)
-    writer.words[1:1] = [total, len(writer.objects)]
+    writer.words[1:1] = [total, 0 if blob is None else blob.numel()]
     if len(writer.words) > HEADER:
         raise ValueError(f"a {type(message).__name__} message needs more than {HEADER} words")
     if device is None:
         device = writer.tensors[0].device if writer.tensors else torch.device("cpu")
     words = writer.words + [0] * (HEADER - len(writer.words))
-    header = torch.tensor(words, dtype=torch.int64).to(device)
-    payload = None
-    if writer.tensors:
-        payload = torch.empty(total, dtype=torch.uint8, device=device)
-        offset = 0
-        for t in writer.tensors:
-            n = t.numel() * t.element_size()
-            payload[offset : offset + n].copy_(t.reshape(-1).view(torch.uint8))
-            offset += _bytes(t)
-    return Encoded(header, payload, tuple(writer.objects))
+    parts = [torch.tensor(words, dtype=torch.int64).view(torch.uint8).to(device)]
+    for t in writer.tensors:
+        parts.append(t.reshape(-1).view(torch.uint8))
+        pad = _bytes(t) - t.numel() * t.element_size()
+        if pad:
+            parts.append(torch.zeros(pad, dtype=torch.uint8, device=t.device))
+    frame = torch.cat(parts) if len(parts) > 1 else parts[0]
+    return Encoded(frame)
+
+
+# the kind of a header-only frame that announces a larger frame (its bytes in word 1)
+GROW = -1
+
+
+def grow_frame(size: int, device: torch.device) -> Tensor:
+    """The frame that tells a receiver to take the next frame into ``size`` bytes."""
+    words = torch.zeros(HEADER, dtype=torch.int64)
+    words[0], words[1] = GROW, size
+    return words.view(torch.uint8).to(device)
 
 
 def payload_size(header: Tensor) -> int:
@@ -177,10 +229,24 @@ def payload_size(header: Tensor) -> int:
     return int(header[1])
 
 
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file, reader: _Reader) -> None:
+        super().__init__(file)
+        self.reader = reader
+
+    def persistent_load(self, pid) -> Tensor:
+        dtype, layout, shape = pid
+        return self.reader.bits(dtype, layout, list(shape))
+
+
+class _Objects:
+    """Where a field held an object: the pickled objects are read after the fields."""
+
+
 class _Reader:
-    def __init__(self, words: list[int], payload: Tensor | None, objects) -> None:
+    def __init__(self, words: list[int], payload: Tensor | None) -> None:
         self.words, self.at, self.offset = words, 3, 0
-        self.payload, self.objects = payload, iter(objects)
+        self.payload = payload
 
     def take(self) -> int:
         self.at += 1
@@ -198,11 +264,23 @@ class _Reader:
             return float(torch.tensor(self.take(), dtype=torch.int64).view(torch.float64))
         if token == _TUPLE:
             return tuple(self.value() for _ in range(self.take()))
-        return next(self.objects)
+        return _Objects
 
     def tensor(self) -> Tensor:
-        dtype, layout, dim = _DTYPES[self.take()], self.take(), self.take()
-        shape = [self.take() for _ in range(dim)]
+        dtype, layout, dim = self.take(), self.take(), self.take()
+        return self.bits(dtype, layout, [self.take() for _ in range(dim)])
+
+    def objects(self) -> list:
+        """The pickled objects, after every field has been read."""
+        blob_bytes = self.words[2]
+        start = self.payload.numel() - -(-blob_bytes // 8) * 8
+        blob = self.payload[start : start + blob_bytes]
+        objects = _Unpickler(io.BytesIO(blob.cpu().numpy().tobytes()), self)
+        return objects.load()
+
+    def bits(self, dtype: int, layout: int, shape: list[int]) -> Tensor:
+        """The next tensor of the payload (``dtype`` a code of :data:`_DTYPES`)."""
+        dtype = _DTYPES[dtype]
         n = dtype.itemsize * torch.Size(shape).numel()
         raw = self.payload[self.offset : self.offset + n]
         self.offset += -(-n // 8) * 8
@@ -212,14 +290,14 @@ class _Reader:
         return raw.view(dtype).reshape(shape)
 
 
-def decode(header: Tensor, payload: Tensor | None, objects=()) -> Any:
-    """The message that :func:`encode` turned into ``header``, ``payload`` and ``objects``."""
+def decode(header: Tensor, payload: Tensor | None) -> Any:
+    """The message that :func:`encode` turned into ``header`` and ``payload``; its tensors are
+    views of ``payload``."""
     words = header.tolist()
     kind = KINDS[words[0]]
-    reader = _Reader(words, payload, objects)
-    return kind(*(reader.value() for _ in dataclasses.fields(kind)))
-
-
-def objects_in(header: Tensor) -> int:
-    """How many pickled objects follow ``header``."""
-    return int(header[2])
+    reader = _Reader(words, payload)
+    values = [reader.value() for _ in dataclasses.fields(kind)]
+    if words[2]:
+        objects = iter(reader.objects())
+        values = [next(objects) if v is _Objects else v for v in values]
+    return kind(*values)

@@ -3,10 +3,10 @@
 A :class:`Transport` sends and receives the messages of :mod:`ctsp.parallel.messages` and sums
 or gathers tensors over the world. :class:`DistTransport` goes through torch.distributed (gloo
 on CPU, NCCL on CUDA; the group joined by :func:`ctsp.parallel.process_group`): a message is a
-header and a payload tensor sent without waiting (``isend``; at most :data:`WINDOW` messages
-in flight), pickled only where it holds a whole state. :class:`LocalTransport` connects the
-ranks of one process (threads, :func:`run_local`), through the same encoding, so that every
-backend and the message protocol are tested without starting processes.
+frame sent without waiting (``isend``; at most :data:`WINDOW` messages in flight).
+:class:`LocalTransport` connects the ranks of one process (threads, :func:`run_local`),
+through the same encoding, so that every backend and the message protocol are tested without
+starting processes.
 
 A peer that stops answering becomes one :class:`ctsp.errors.WorkerError` naming its rank and
 the backend's group ("the layer pipeline", "the replicas").
@@ -14,8 +14,8 @@ the backend's group ("the layer pipeline", "the replicas").
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import copy
 import queue
 import threading
 from collections.abc import Callable
@@ -26,10 +26,12 @@ from torch import Tensor
 from torch import distributed as dist
 
 from ..errors import WorkerError
-from .messages import HEADER, decode, encode, objects_in, payload_size
+from .messages import FRAME, GROW, HEADER, decode, encode, grow_frame, payload_size
 
 # sends in flight per transport before the oldest is waited for
 WINDOW = 4
+# the smallest receive buffer (bytes): messages up to this size never need a GROW frame
+MIN_CAPACITY = 1 << 16
 # seconds an in-process rank waits for a message or a collective before it gives up
 LOCAL_TIMEOUT = 120.0
 
@@ -44,6 +46,11 @@ class Transport(Protocol):
     def send(self, message, dst: int) -> None: ...
 
     def recv(self, src: int) -> Any: ...
+
+    def expect(self, src: int) -> None:
+        """A message from ``src`` will come: start receiving it now (optional; ``recv`` takes
+        the messages in order either way). Expect several at once only of messages no larger
+        than the ones ``src`` sent before (or than 64 kB)."""
 
     def all_reduce(self, tensor: Tensor) -> None:
         """Sum ``tensor`` over the ranks, in place."""
@@ -72,39 +79,76 @@ def _answering(peer: int | None, group: str):
 
 
 class DistTransport:
-    """A :class:`Transport` over the default torch.distributed group, tensors on ``device``."""
+    """A :class:`Transport` over the default torch.distributed group, tensors on ``device``.
+
+    Over gloo a message is one frame (header and payload in one buffer), received into a
+    buffer of the size both sides agree on: the largest frame sent so far between the two, at
+    least :data:`MIN_CAPACITY` (a larger one is announced by a header-only :data:`GROW` frame
+    first, which gloo receives into the old, larger-or-equal buffer). :meth:`expect` posts the
+    receive of a message that is sure to come, so that it is read while this rank computes: a
+    blocking receive costs a thread wake-up (about a millisecond on the 2-core VMs here). NCCL
+    needs the sizes to match, so there the header and the payload go as two messages."""
 
     def __init__(self, device: torch.device, group: str = "the run") -> None:
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
         self.device, self.group = device, group
+        self.framed = dist.get_backend() == "gloo"
+        self._capacity = dict.fromkeys(range(self.size), MIN_CAPACITY)  # bytes, by peer
         self._pending: list[tuple] = []
+        self._posted = {r: collections.deque() for r in range(self.size)}  # expect()ed frames
 
     def send(self, message, dst: int) -> None:
         encoded = encode(message, self.device)
-        header = encoded.header
         with _answering(dst, self.group):
-            works = [dist.isend(header, dst)]
-            if encoded.payload is not None:
-                works.append(dist.isend(encoded.payload, dst))
-            if encoded.objects:
-                dist.send_object_list(list(encoded.objects), dst, device=self.device)
-            self._pending.append((works, header, encoded.payload))
+            if self.framed:
+                buffers = [encoded.frame]
+                if encoded.frame.numel() > self._capacity[dst]:
+                    self._capacity[dst] = encoded.frame.numel()
+                    buffers.insert(0, grow_frame(encoded.frame.numel(), self.device))
+            else:
+                buffers = [
+                    encoded.header,
+                    *([encoded.payload] if encoded.payload is not None else []),
+                ]
+            works = [dist.isend(b, dst) for b in buffers]
+            self._pending.append((works, buffers))
             while len(self._pending) > WINDOW:
                 for work in self._pending.pop(0)[0]:
                     work.wait()
 
     def recv(self, src: int) -> Any:
-        header = torch.empty(HEADER, dtype=torch.int64, device=self.device)
         with _answering(src, self.group):
-            dist.recv(header, src)
-            payload = None
-            if payload_size(header):
-                payload = torch.empty(payload_size(header), dtype=torch.uint8, device=self.device)
-                dist.recv(payload, src)
-            objects = [None] * objects_in(header)
-            if objects:
-                dist.recv_object_list(objects, src, device=self.device)
-        return decode(header, payload, objects)
+            header, payload = self._recv_frame(src) if self.framed else self._recv_parts(src)
+        return decode(header, payload)
+
+    def expect(self, src: int) -> None:
+        if self.framed:
+            frame = torch.empty(self._capacity[src], dtype=torch.uint8, device=self.device)
+            with _answering(src, self.group):
+                self._posted[src].append((frame, dist.irecv(frame, src)))
+
+    def _recv_frame(self, src: int) -> tuple[Tensor, Tensor | None]:
+        while True:
+            if self._posted[src]:
+                frame, work = self._posted[src].popleft()
+                work.wait()
+            else:
+                frame = torch.empty(self._capacity[src], dtype=torch.uint8, device=self.device)
+                dist.recv(frame, src)
+            header = frame[:FRAME].view(torch.int64)
+            if int(header[0]) != GROW:
+                size = payload_size(header)
+                return header, frame[FRAME : FRAME + size] if size else None
+            self._capacity[src] = int(header[1])
+
+    def _recv_parts(self, src: int) -> tuple[Tensor, Tensor | None]:
+        header = torch.empty(HEADER, dtype=torch.int64, device=self.device)
+        dist.recv(header, src)
+        payload = None
+        if payload_size(header):
+            payload = torch.empty(payload_size(header), dtype=torch.uint8, device=self.device)
+            dist.recv(payload, src)
+        return header, payload
 
     @property
     def _others(self) -> int | None:
@@ -123,7 +167,7 @@ class DistTransport:
 
     def flush(self) -> None:
         with _answering(self._others, self.group):
-            for works, *_ in self._pending:
+            for works, _ in self._pending:
                 for work in works:
                     work.wait()
         self._pending.clear()
@@ -145,26 +189,26 @@ class LocalWorld:
 
 class LocalTransport:
     """A :class:`Transport` between threads of one process (rank ``rank`` of ``world``); every
-    message goes through :func:`~ctsp.parallel.messages.encode` and ``decode`` as over gloo,
-    the objects deep-copied."""
+    message goes through :func:`~ctsp.parallel.messages.encode` and ``decode`` as over gloo
+    (its frame copied: the receiver's tensors are its own)."""
 
     def __init__(self, world: LocalWorld, rank: int, group: str = "the run") -> None:
         self.world, self.rank, self.size, self.group = world, rank, world.size, group
 
     def send(self, message, dst: int) -> None:
-        encoded = encode(message)
-        payload = None if encoded.payload is None else encoded.payload.clone()
-        item = (encoded.header.clone(), payload, copy.deepcopy(encoded.objects))
-        self.world.queues[(self.rank, dst)].put(item)
+        frame = encode(message).frame.clone()
+        self.world.queues[(self.rank, dst)].put(frame)
 
     def recv(self, src: int) -> Any:
         try:
-            header, payload, objects = self.world.queues[(src, self.rank)].get(
-                timeout=LOCAL_TIMEOUT
-            )
+            frame = self.world.queues[(src, self.rank)].get(timeout=LOCAL_TIMEOUT)
         except queue.Empty:
             raise _lost(src, self.group) from None
-        return decode(header, payload, objects)
+        payload = frame[FRAME:] if frame.numel() > FRAME else None
+        return decode(frame[:FRAME].view(torch.int64), payload)
+
+    def expect(self, src: int) -> None:
+        """Nothing to post: a message is in its queue once sent."""
 
     def _gathered(self, tensor: Tensor) -> list[Tensor]:
         try:
@@ -192,13 +236,16 @@ class LocalTransport:
 
 def run_local(size: int, work: Callable[[int, LocalWorld], Any]) -> list[Any]:
     """``work(rank, world)`` for every rank of a :class:`LocalWorld` of ``size``, each in a thread
-    of this process; returns their results by rank and raises the first error (by rank)."""
+    of this process with the caller's torch thread count; returns their results by rank and
+    raises the first error (by rank)."""
     world = LocalWorld(size)
     results: list[Any] = [None] * size
     errors: list[BaseException | None] = [None] * size
+    count = torch.get_num_threads()  # a new thread may start with another count
 
     def body(rank: int) -> None:
         try:
+            torch.set_num_threads(count)
             results[rank] = work(rank, world)
         except BaseException as e:  # noqa: BLE001 - handed to the caller
             errors[rank] = e
