@@ -534,7 +534,7 @@ def _parallel_lines(proc, within: float, started: float) -> list[str]:
     return err.strip().splitlines()
 
 
-def _start(argv, **kwargs) -> subprocess.Popen:
+def _spawn(argv, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "ctsp", *map(str, argv), "--no-progress"],
         stdout=subprocess.DEVNULL,
@@ -559,7 +559,9 @@ def _checkpointed(out: Path, proc, timeout: float = 120) -> None:
 )
 def test_a_refused_or_failing_parallel_run_says_one_line_from_rank_0(case, tmp_path):
     """Rank 0 fails on its own: it says why in one line, its worker says nothing (it is ended
-    before the group goes), no "--resume" where a resume cannot help."""
+    before the group goes), no "--resume" where a resume cannot help. Timed from the command's
+    start, so the bound holds two processes loading torch and the data (10-20 s on a busy
+    2-core machine); the stop after the cause is what the kill tests time."""
     out = tmp_path / "run"
     argv = [*PIPELINE, "--epochs", "1", "--out", out]
     expected = {
@@ -574,14 +576,14 @@ def test_a_refused_or_failing_parallel_run_says_one_line_from_rank_0(case, tmp_p
     elif case == "resume-without-checkpoint":
         argv.append("--resume")
     elif case == "locked":
-        running = _start([*PIPELINE, "--epochs", "200", "--out", out])
+        running = _spawn([*PIPELINE, "--epochs", "200", "--out", out])
         _checkpointed(out, running)
         argv.append("--resume")
     else:
         argv += ["--set", "train.lr=1e30"]
     try:
         t0 = time.monotonic()
-        lines = _parallel_lines(_start(argv), 10, t0)
+        lines = _parallel_lines(_spawn(argv), 30, t0)
     finally:
         if running is not None:
             running.kill()
@@ -594,7 +596,7 @@ def test_a_refused_or_failing_parallel_run_says_one_line_from_rank_0(case, tmp_p
 def test_kill_9_of_rank_0_is_one_line_from_the_worker_with_resume(tmp_path):
     """The worker writes to rank 0's standard error, which stays open until it ends too."""
     out = tmp_path / "run"
-    proc = _start([*PIPELINE, "--epochs", "200", "--out", out])
+    proc = _spawn([*PIPELINE, "--epochs", "200", "--out", out])
     _checkpointed(out, proc)
     t0 = time.monotonic()
     proc.kill()
@@ -612,7 +614,7 @@ def _worker_pid(parent: int) -> int:
 @pytest.mark.slow
 def test_a_dead_replica_is_named_with_its_rank_and_backend(tmp_path):
     out = tmp_path / "run"
-    proc = _start([*REPLICAS, "--epochs", "200", "--out", out])
+    proc = _spawn([*REPLICAS, "--epochs", "200", "--out", out])
     _checkpointed(out, proc)
     worker = int(
         subprocess.run(
@@ -629,7 +631,8 @@ def test_a_dead_replica_is_named_with_its_rank_and_backend(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("argv", [PIPELINE, REPLICAS], ids=["pipeline", "replicas"])
-def test_a_full_disk_in_a_parallel_run_is_one_line_within_10_s(argv, full_disk, tmp_path):
+def test_a_full_disk_in_a_parallel_run_is_one_line_at_once(argv, full_disk, tmp_path):
     t0 = time.monotonic()
-    lines = _parallel_lines(_start([*argv, "--epochs", "1", "--out", full_disk / "run"]), 10, t0)
+    # from the command's start, as above: rank 0 fails at the first write, its workers at once
+    lines = _parallel_lines(_spawn([*argv, "--epochs", "1", "--out", full_disk / "run"]), 30, t0)
     assert len(lines) == 1 and "No space left on device" in lines[0], lines
