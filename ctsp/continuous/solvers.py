@@ -351,12 +351,13 @@ class Steady:
                     converged = tol > 0 and bool((res < tol).all())
                     if converged or sweeps >= cap:
                         status = Status.CONVERGED if converged else Status.SWEEP_LIMIT
-                        return self._ended(torch.cat(s, 1), status, res, sweeps, passes)
+                        return self._result(torch.cat(s, 1), status, res, sweeps, passes)
                 block_state(net, k, cur, field.beta, field.target, out=s[k])
             sweeps += 1
 
     @staticmethod
-    def _ended(state: Tensor, status: Status, res: Tensor, sweeps: int, passes: int):
+    def _result(state: Tensor, status: Status, res: Tensor, sweeps: int, passes: int):
+        """The relaxation that ended on ``state`` after ``sweeps`` (residual ``res``)."""
         stats = RelaxStats(sweeps, sweeps, 0.0, _ended(state, status), float(res.max()), passes)
         return Relaxation(state, stats)
 
