@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -35,6 +36,19 @@ def _dot(hf: Tensor, tf: Tensor) -> Tensor:
     return hf @ tf.T if tf.dim() == 2 else torch.einsum("bd,bmd->bm", hf, tf)
 
 
+def _in_float32(compare: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+    """``compare`` on float32 copies of its operands with autocast off (the gradients flow back
+    into the operands' own dtypes)."""
+
+    @functools.wraps(compare)
+    def wrapped(h: Tensor, t: Tensor) -> Tensor:
+        with torch.autocast(h.device.type, enabled=False):
+            return compare(h.float(), t.float())
+
+    return wrapped
+
+
+@_in_float32
 def o_dot(h: Tensor, t: Tensor) -> Tensor:
     """O_dot (Eq. 6): y[b, k] = h_b . t_k, the comparison of every output with every class target.
 
@@ -51,6 +65,7 @@ def o_dot(h: Tensor, t: Tensor) -> Tensor:
     return _dot(hf, tf) * scale
 
 
+@_in_float32
 def o_l2(h: Tensor, t: Tensor) -> Tensor:
     """O_l2 (Eq. 7) as a similarity: y[b, k] = -||h_b - t_k||^2 (maps: averaged over positions).
 
