@@ -210,3 +210,25 @@ def test_the_comparison_keeps_the_class_differences_under_bfloat16(name, maps):
     spread = float(centered[0].std(1).mean())
     assert float(exact.abs().mean()) > 100 * spread  # the regime of VGG8b's deep layers
     assert float((centered[1] - centered[0]).abs().mean()) < 0.05 * spread
+
+
+@pytest.mark.slow  # about 1.5 min here (bfloat16 native), longer where bfloat16 is emulated
+def test_vgg8b_sigprop_in_bfloat16_learns_as_in_float32(tmp_path):
+    """The fidelity gate of issue 30: VGG8b sigprop (fc1 of 64) on digits, 4 seeded epochs in
+    each precision: the mean test error of the exits conv2 … fc1 within 4 points of float32's
+    (the two precisions' runs part ways after a few steps, so single exits differ by up to 6
+    points; measured here: means 31.9 % and 32.2 %). Before the comparison was computed in
+    float32, bfloat16's conv5, conv6 and fc1 stayed near chance (docs/results.md)."""
+    import xarray as xr
+
+    errors = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / precision
+        argv = ["train", "vgg8b-fmnist", "--dataset", "digits", "--epochs", "4", "--threads", "1"]
+        argv += ["--set", "data.crop=0", "--set", "data.validation=0", "--set", "model.hidden=[64]"]
+        argv += ["--set", f"train.precision={precision}", "--out", str(out), "--no-progress"]
+        assert main(argv) == 0
+        errors[precision] = xr.load_dataset(out / "metrics.nc").test_exit_error.values[-1]
+    deep = slice(1, 7)  # conv2 … fc1
+    gap = errors["bfloat16"][deep].mean() - errors["float32"][deep].mean()
+    assert abs(float(gap)) <= 0.04, (errors["float32"], errors["bfloat16"])
