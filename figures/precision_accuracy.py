@@ -6,7 +6,8 @@ networks):
 
 - ``fc-3x1000-fmnist`` on the scikit-learn digits (``--digits-epochs``) and on Fashion-MNIST
   (``--fmnist-epochs``);
-- ``vgg8b-fmnist`` on digits (8x8, ``data.crop = 0``; the maps are 8 -> 4 -> 2 -> 1 -> 1).
+- ``vgg8b-fmnist`` on digits (8x8, ``data.crop = 0``; the maps are 8 -> 4 -> 2 -> 1 -> 1);
+- ``snn-fmnist-sp-surrogate`` (spiking sigprop) on digits.
 
 ``train.precision`` is the only difference between the two runs of a row (same seed, same
 order, same initial weights). Writes a markdown table of the selected and final test errors and
@@ -48,6 +49,7 @@ def cases(args) -> list[tuple[str, str, list[str], int]]:
                 args.digits_epochs,
             )
         )
+    rows.append(("Spiking, digits, sigprop", "snn-fmnist-sp-surrogate", digits, args.digits_epochs))
     if args.fmnist_epochs:
         rows.append(
             ("FC 3x1000, Fashion-MNIST, sigprop", "fc-3x1000-fmnist", [], args.fmnist_epochs)
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rules", nargs="+", default=["sigprop"], help="e.g. sigprop bp")
     ap.add_argument("--runs", type=Path, default=Path("runs/precision"))
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: default)")
     ap.add_argument("--out", type=Path, help="markdown file (default RUNS/precision_accuracy.md)")
     args = ap.parse_args(argv)
     command = shlex.join(["python", "figures/precision_accuracy.py", *sys.argv[1:]])
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         row = [label, epochs]
         for precision in PRECISIONS:
             sets = [*items, f"train.precision={precision}", f"seed={args.seed}"]
+            sets.append(f"threads={args.threads}")
             sets.append(f"train.epochs={epochs}")
             config = cfg.with_overrides(
                 cfg.load(name, cfg.DiscreteRunConfig), [cfg.parse_override(s) for s in sets]

@@ -469,3 +469,7 @@ def test_a_search_over_lists_reads_back_with_the_lists_as_text(tmp_path):
         "| [32,32] | 0.001 | 30.00% | 31.00% | - | 1 |",  # selected: epoch 1
         "| [64] | 0.0002 | 20.00% | 21.00% | - | 1 |",
     ]
+    # 2 of the spec's 5 epochs, and 2 of 4 proposals made: a table of unfinished work says so
+    unfinished = lines[-5:]
+    assert unfinished[0].startswith("4 trial(s) not finished (their epochs so far are in the")
+    assert unfinished[3:] == ["- proposal 3 of 4", "- proposal 4 of 4"]

@@ -20,7 +20,7 @@ import xarray as xr
 
 from ..errors import RunDirError
 from ..runs import selection
-from .runner import TRIALS, failures, load_saved_spec, stops, trials
+from .runner import TRIALS, failures, load_saved_spec, status, stops, trials
 from .spec import SweepSpec, Trial, _text
 
 
@@ -104,6 +104,7 @@ def summary(path: str | Path) -> list[str]:
     header = [*keys, *(["validation error (mean)"] if val else []), "test error (mean)", "sd",
               "seeds"]  # fmt: skip
     failed, stopped = failures(spec, Path(path)), stops(spec, Path(path))
+    pending = [name for name, state in status(spec, Path(path)).items() if state == "pending"]
     return [
         f"Sweep {Path(path)}: {flat.attrs['config']} with {flat.attrs['swept'] or 'no key'} "
         f"swept; the test error at the epoch of the {how}, over seeds",
@@ -111,6 +112,7 @@ def summary(path: str | Path) -> list[str]:
         *markdown_table(header, rows),
         *_listed(failed, "failed"),
         *_listed(stopped, "stopped early"),
+        *_listed(pending, "not finished (their epochs so far are in the table; rerun the sweep)"),
     ]
 
 
