@@ -199,12 +199,13 @@ def _worker_of(parent: int, rank: int) -> int:
 PIPELINE_60 = ["train", *FC, "--epochs", "60", "--set", "parallel.stages=2", "--workers", "2"]
 
 
-def _running_pipeline(out, **env):
-    """A long pipeline run of 2 processes, once it has written its first checkpoint."""
+def _running_pipeline(out, argv=PIPELINE_60, **env):
+    """A long parallel run (default: a pipeline of 2 processes), once it has written its first
+    checkpoint."""
     import time
 
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")} | env
-    cmd = [sys.executable, "-m", "ctsp", *PIPELINE_60, "--out", str(out), "--no-progress"]
+    cmd = [sys.executable, "-m", "ctsp", *argv, "--out", str(out), "--no-progress"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 120
     while not (out / "checkpoint.pt").is_file():
@@ -477,17 +478,10 @@ def test_continuous_time_replicas_give_the_single_process_run_to_rounding(tmp_pa
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc (Linux)")
 def test_kill_9_of_a_continuous_time_replica_is_one_line_and_resume_finishes_it(tmp_path):
     import signal
-    import time
 
     long = [*CT_REPLICAS, "--epochs", "30"]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "ctsp", *long, "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
-    deadline = time.monotonic() + 120
-    while not (out / "checkpoint.pt").is_file():
-        assert proc.poll() is None and time.monotonic() < deadline, "the run did not start"
-        time.sleep(0.05)
+    proc = _running_pipeline(out, long)
     os.kill(_worker_of(proc.pid, 1), signal.SIGKILL)
     assert "rank 1 of the replicas" in _one_line_stop(proc, within=10)
     code, _, err = ctsp(*long, "--out", str(out), "--resume")
