@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -145,6 +146,37 @@ def test_asha_records_the_trials_it_stops_before_their_last_epoch(tmp_path):
     assert asha.on_trial_result(None, trials[1], last) == "STOP" and recorded == [("t2", 1)]
 
 
+def test_a_trial_reports_each_epoch_once_with_the_lowest_validation_error_so_far(
+    tmp_path, monkeypatch
+):
+    """The reporter of a trial's run: each epoch once, in order, whether the epochs come one by
+    one or all at once (a resumed or finished trial); METRIC never looks ahead; a call with
+    nothing new (the run's last line) reports nothing."""
+    pytest.importorskip("ray")
+    from ray import tune
+
+    from ctsp.sweeps import METRIC
+    from ctsp.sweeps.runner import _reporter
+
+    reported = []
+    monkeypatch.setattr(tune, "report", reported.append)
+
+    def write(errors):
+        epochs = np.arange(1, len(errors) + 1, dtype=np.int32)
+        ds = xr.Dataset({"val_error": ("epoch", errors), "test_error": ("epoch", errors)},
+                        coords={"epoch": epochs})  # fmt: skip
+        ds.to_netcdf(tmp_path / "metrics.nc", engine="scipy")
+
+    report = _reporter(tmp_path)
+    report()  # no metrics yet
+    write([0.3, 0.1, 0.2])
+    report()
+    report("the run's last line")
+    write([0.3, 0.1, 0.2, 0.05])
+    report()
+    assert [(r["epoch"], r[METRIC]) for r in reported] == [(1, 0.3), (2, 0.1), (3, 0.1), (4, 0.05)]
+
+
 # ---------------------------------------------------------------------------- on Ray (slow)
 
 
@@ -258,9 +290,28 @@ def test_an_interrupted_sweep_run_again_ends_as_the_uninterrupted_one(finished, 
     )
 
 
-def _ray_cli(*argv: str, env: dict) -> subprocess.CompletedProcess:
+@contextlib.contextmanager
+def _ray_head(port: str, env: dict):
+    """`ray start --head --block` in a session of its own, ended by signalling that session
+    only (`ray stop` would end every Ray on the machine, a study's included)."""
     ray = Path(sys.executable).parent / "ray"
-    return subprocess.run([str(ray), *argv], env=env, capture_output=True, text=True, timeout=120)
+    head = subprocess.Popen(
+        [str(ray), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=false", "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        t0 = time.monotonic()
+        while True:
+            assert head.poll() is None and time.monotonic() - t0 < 120, "ray start --head failed"
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", int(port)), timeout=1).close()
+                break
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(60)
 
 
 @pytest.mark.slow
@@ -278,16 +329,10 @@ def test_the_bundled_sweep_on_a_ray_head_started_by_hand_equals_the_local_one(tm
         f"ctsp: error: cannot join the Ray cluster at 127.0.0.1:{port}: nothing answers there "
         "(Connection refused); start one with `ray start --head`"
     )
-    head = _ray_cli("start", "--head", f"--port={port}", "--num-cpus=2",
-                    "--include-dashboard=false", "--disable-usage-stats", env=env)  # fmt: skip
-    assert head.returncode == 0, head.stderr
-    try:
-        address = f"127.0.0.1:{port}"
+    with _ray_head(port, env) as address:
         joined = subprocess.run([*argv, str(tmp_path / "cluster"), "--address", address],
                                 env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
-        assert joined.returncode == 0, joined.stderr
-    finally:
-        _ray_cli("stop", env=env)
+    assert joined.returncode == 0, joined.stderr
     local = subprocess.run([*argv, str(tmp_path / "local")], capture_output=True, text=True,
                            timeout=600)  # fmt: skip
     assert local.returncode == 0, local.stderr

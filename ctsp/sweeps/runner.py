@@ -41,26 +41,25 @@ PROPOSED = ".json"  # suffix of a searched trial's record: its params, seed and 
 
 
 def _reporter(path: Path):
-    """The ``log`` of a trial's run: report each epoch of ``metrics.nc`` Tune has not seen."""
+    """The ``log`` of a trial's run: report each epoch of ``metrics.nc`` Tune has not seen,
+    with :data:`METRIC` the lowest validation error up to that epoch."""
     from ray import tune
 
-    seen = 0
+    seen, best = 0, float("inf")
 
     def report(_line: str = "") -> None:
-        nonlocal seen
+        nonlocal seen, best
         metrics = path / "metrics.nc"
         if not metrics.is_file():
             return
         with xr.open_dataset(metrics, engine="scipy") as ds:
             scalars = [v for v in ds.data_vars if ds[v].dims == ("epoch",)]
             rows = ds[scalars].isel(epoch=slice(seen, None)).load()
-        best = float(rows.val_error.min()) if "val_error" in rows else None
         for k in range(rows.sizes["epoch"]):
-            row = rows.isel(epoch=k)
-            values = {v: float(row[v]) for v in scalars}
-            if best is not None:
+            values = {v: float(rows[v][k]) for v in scalars}
+            if "val_error" in values:
                 values[METRIC] = best = min(best, values["val_error"])
-            tune.report({"epoch": int(row.epoch), **values})
+            tune.report({"epoch": int(rows.epoch[k]), **values})
         seen += rows.sizes["epoch"]
 
     return report
@@ -129,21 +128,27 @@ def trials(spec: SweepSpec, out: Path) -> list[Trial]:
 def status(spec: SweepSpec, out: Path) -> dict[str, str]:
     """Each trial's name -> "finished", "failed", "stopped" (early, by the scheduler) or
     "pending" (not run, or interrupted)."""
-    states = {}
+    states = {trial.name: state for trial, state in _states(spec, out)}
+    for k in range(len(states), spec.samples if spec.searched else 0):
+        states[f"proposal {k + 1} of {spec.samples}"] = "pending"  # not proposed yet
+    return states
+
+
+def _states(spec: SweepSpec, out: Path) -> list[tuple[Trial, str]]:
+    """The trials started or listed so far, each with its state (:func:`status`)."""
+    states = []
     for trial in trials(spec, out):
         path = out / TRIALS / trial.name
         ended = [s for s in (FAILED, STOPPED) if path.with_name(trial.name + s).is_file()]
         if ended:
-            states[trial.name] = ended[0].lstrip(".")
+            states.append((trial, ended[0].lstrip(".")))
             continue
         try:
             epochs = spec.config_of(trial).train.epochs
         except ConfigError:
-            states[trial.name] = "pending"
+            states.append((trial, "pending"))
             continue
-        states[trial.name] = "finished" if _finished(path, epochs) else "pending"
-    for k in range(len(states), spec.samples if spec.searched else 0):
-        states[f"proposal {k + 1} of {spec.samples}"] = "pending"  # not proposed yet
+        states.append((trial, "finished" if _finished(path, epochs) else "pending"))
     return states
 
 
@@ -261,10 +266,8 @@ def _tune_config(spec: SweepSpec, out: Path, slots: int, budget: float | None):
 def _so_far(spec: SweepSpec, out: Path) -> tuple[dict, dict]:
     """A search's trials that ended, proposal number -> (params, lowest validation error or
     None where it failed), and those to propose again (interrupted), number -> params."""
-    states = status(spec, out)
     ended, again = {}, {}
-    for trial in trials(spec, out):
-        state = states[trial.name]
+    for trial, state in _states(spec, out):
         if state == "pending":
             again[trial.sample] = trial.params
             continue
