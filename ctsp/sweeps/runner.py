@@ -328,7 +328,7 @@ def _start_ray(address: str | None, cpus: int | None) -> None:
 
     try:
         ray.init(
-            address=address, num_cpus=cpus,
+            address=address or "local", num_cpus=cpus,  # "local": a new Ray, never a running one
             include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
         )  # fmt: skip
     except (ConnectionError, ray.exceptions.RayError, ValueError) as e:
