@@ -50,15 +50,18 @@ def _data():
     )  # fmt: skip
 
 
-def _run(case: str, backend: str, transport=None):
+def _run(case: str, backend: str, transport=None, built=lambda: None):
     """Two epochs of ``case`` on ``backend`` as this rank of ``transport``'s world (None: one
-    process). Rank 0 returns (the epochs' statistics, the network's state); the others None."""
+    process). Rank 0 returns (the epochs' statistics, the network's state); the others None.
+    ``built`` is called once the network is built (ranks in threads wait there for each other:
+    a rank that starts training seeds torch's global generator, ``begin_epoch``)."""
     spec = {**CASES[case], "train": {"batch_size": 32}, "parallel": PARALLEL[backend]}
     config = cfg.from_dict(spec, cfg.DiscreteRunConfig)
     data = _data()
     with _GLOBAL_RNG:  # ranks in threads of one process share torch's global generator
         torch.manual_seed(0)
         net = build_discrete_network(config, data.image_shape, data.classes)
+    built()
     trainer = DiscreteTrainer(net, make_learner(net, config), config, torch.device("cpu"))
     costs = lambda: net.multiply_adds(data.image_shape, 32)  # noqa: E731
     trainer.backend = build_backend(config.parallel, transport, costs)
@@ -71,7 +74,10 @@ def _run(case: str, backend: str, transport=None):
 
 
 def _local(case: str, backend: str):
-    return run_local(2, lambda rank, world: _run(case, backend, world.transport(rank)))
+    barrier = threading.Barrier(2, timeout=60)
+    return run_local(
+        2, lambda rank, world: _run(case, backend, world.transport(rank), barrier.wait)
+    )
 
 
 GLOO = (
