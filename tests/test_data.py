@@ -456,11 +456,22 @@ def test_unknown_dataset_lists_valid_names():
         data.check("")
 
 
-@pytest.mark.parametrize("bad", [-1, 12, 100, 1.5, True, "3"])
+@pytest.mark.parametrize("bad", [-1, 12, 100, 1.5, 0.99, 0.01, True, "3"])
 def test_bad_validation_size(tmp_path, bad):
     make_idx_dataset(tmp_path)
-    with data_error(r"validation size .*(integer|>= 0|less than the 12 training examples)"):
+    with data_error(r"validation size .*(whole count|>= 0|less than the 12 training|no example)"):
         data.load("mnist", data_dir=tmp_path, validation=bad, download=False)
+
+
+def test_a_validation_fraction_holds_out_that_share_of_the_training_set():
+    """A fraction below 1 is a share of the training set, rounded: 1/12 is 120 of digits'
+    1,438 training images, the split a count of 120 gives (and 5,000 of 60,000)."""
+    share = data.load("digits", validation=1 / 12, seed=3)
+    count = data.load("digits", validation=120, seed=3)
+    assert share.val_x.shape[0] == 120 and share.train_x.shape[0] == 1438 - 120
+    assert torch.equal(share.val_x, count.val_x) and torch.equal(share.train_y, count.train_y)
+    assert data.held_out(1 / 12, 60000, "fashion-mnist") == 5000
+    assert data.held_out(5000.0, 60000, "fashion-mnist") == 5000
 
 
 @pytest.mark.parametrize("bad", [-1, 2.0, None])

@@ -53,10 +53,16 @@ class DataConfig(Section):
 
     name: str = option("digits", "dataset name (see `ctsp data list`)", DATASET_NAMES)
     dir: str = option("", 'data directory; "" = $CTSP_DATA, ~/.cache/ctsp, /usr/share/datasets')
-    validation: int = option(0, "training examples held out for validation (seeded by seed)")
+    validation: float = option(
+        0.0,
+        "training examples held out for validation (seeded by seed): a whole count, or below 1 "
+        "a fraction of the training set (1/12: 5,000 of 60,000 images)",
+    )
 
     def check(self) -> None:
-        _require(self.validation >= 0, "data.validation", self.validation, ">= 0")
+        v = self.validation
+        _require(v >= 0 and (v < 1 or v == int(v)), "data.validation", v,
+                 "a whole count >= 0, or a fraction below 1")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ from __future__ import annotations
 
 from .datasets import DIGITS_SPLIT_SEED as DIGITS_SPLIT_SEED
 from .datasets import DIGITS_TEST_FRACTION as DIGITS_TEST_FRACTION
-from .datasets import Dataset, check, load
+from .datasets import Dataset, check, held_out, load
 from .download import CHECKSUMS
 from .download import DOWNLOAD_TIMEOUT_S as DOWNLOAD_TIMEOUT_S
 from .formats import CIFAR_ARCHIVE as CIFAR_ARCHIVE
@@ -100,6 +100,7 @@ __all__ = [
     "cache_dir",
     "check",
     "describe",
+    "held_out",
     "load",
     "locate",
     "read_idx",

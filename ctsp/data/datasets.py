@@ -64,18 +64,15 @@ class Dataset:
         """C * H * W, the length of a flattened image."""
         return math.prod(self.image_shape)
 
-    def hold_out(self, validation: int, seed: int) -> Dataset:
-        """This dataset with ``validation`` training examples moved to the validation set,
-        chosen by a permutation seeded with ``seed`` (both sets keep their order); what
-        :func:`load` does with its ``validation`` argument, for a subset too."""
+    def hold_out(self, validation: float, seed: int) -> Dataset:
+        """This dataset with ``validation`` training examples (a count, or below 1 a fraction
+        of the training set: :func:`held_out`) moved to the validation set, chosen by a
+        permutation seeded with ``seed`` (both sets keep their order); what :func:`load` does
+        with its ``validation`` argument, for a subset too."""
         n = self.train_x.shape[0]
+        validation = held_out(validation, n, self.name)
         if not validation:
             return self
-        if validation >= n:
-            raise DataError(
-                f"validation size {validation} is too large for {self.name}: it must be less "
-                f"than the {n} training examples"
-            )
         val, rest = _validation_indices(n, validation, seed)
         x, y = self.train_x, self.train_y
         return dataclasses.replace(
@@ -131,7 +128,7 @@ def load(
     name: str,
     *,
     data_dir: str | Path | None = None,
-    validation: int = 0,
+    validation: float = 0,
     seed: int = 0,
     download: bool = True,
 ) -> Dataset:
@@ -147,10 +144,6 @@ def load(
     Raises DataError for an unknown name, missing or corrupt data, or a bad ``validation``.
     """
     _check_name(name)
-    if isinstance(validation, bool) or not isinstance(validation, (int, np.integer)):
-        raise DataError(f"validation size must be an integer, got {validation!r}")
-    if validation < 0:
-        raise DataError(f"validation size must be >= 0, got {validation}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise DataError(f"validation seed must be a non-negative integer, got {seed!r}")
 
@@ -175,7 +168,7 @@ def load(
         val_y=ty[:0],
         classes=NUM_CLASSES,
     )
-    return data.hold_out(int(validation), int(seed))
+    return data.hold_out(validation, int(seed))
 
 
 def _load_digits_arrays() -> _Arrays:
@@ -203,6 +196,29 @@ def _digits_split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     test_idx = np.sort(np.concatenate(test_parts))
     train_idx = np.setdiff1d(np.arange(y.size), test_idx)
     return train_idx, test_idx
+
+
+def held_out(validation: float, n: int, name: str) -> int:
+    """The number of the ``n`` training examples of dataset ``name`` that ``validation`` holds
+    out: a whole count (``>= 1``), or a fraction of ``n`` (``0 < validation < 1``, rounded to
+    the nearest count: 1/12 is 5,000 of 60,000 images and 120 of digits' 1,438); 0: none.
+    Raises DataError for anything else, or for a split that leaves no example on either side."""
+    number = isinstance(validation, (int, float, np.integer, np.floating))
+    if isinstance(validation, bool) or not number or not validation >= 0:
+        raise DataError(f"validation size must be a count >= 0 or a fraction, got {validation!r}")
+    if validation >= 1 and validation != int(validation):
+        raise DataError(
+            f"validation size {validation} must be a whole count, or below 1 a fraction of the "
+            "training set"
+        )
+    count = round(validation * n) if validation < 1 else int(validation)
+    if validation and not 0 < count < n:
+        raise DataError(
+            f"validation size {validation} is too large for {name}: it must be less "
+            f"than the {n} training examples" if count else
+            f"validation size {validation} holds out no example of {name}'s {n} training examples"
+        )  # fmt: skip
+    return count
 
 
 def _validation_indices(n: int, validation: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
