@@ -115,7 +115,7 @@ def paper_names(n: int) -> list[str]:
 
 
 def loop_weights(net) -> tuple[list[str], list]:
-    """Names and weights of a :class:`models.LoopNetwork`'s loop, in loop order.
+    """Names and weights of a :class:`models.LayeredNetwork`'s loop, in loop order.
 
     The loop runs h1 -> h2 -> … -> out -> h1: [ff1, …, ff_{L-1}, loop]. The input projection is
     not on the loop. Raises ConfigError for a network without a loop-back (loop = "none").

@@ -29,7 +29,7 @@ import torch
 
 from ctsp import config as cfg
 from ctsp import continuous, data, discrete
-from ctsp.app import build_loop_network
+from ctsp.app import build_layered_network
 from ctsp.config import make_learner
 from ctsp.continuous import chl_update
 from ctsp.errors import DataError
@@ -75,7 +75,7 @@ def _images(name: str, n_train: int, n_test: int) -> data.Dataset:
 
 def _trainer(config, subset: data.Dataset):
     if isinstance(config, cfg.RunConfig):
-        net = build_loop_network(config)
+        net = build_layered_network(config)
         return continuous.Trainer(net, config, torch.device("cpu"), subset.train_x.shape[0])
     net = build_discrete_network(config, subset.image_shape, subset.classes)
     return discrete.DiscreteTrainer(net, make_learner(net, config), config, torch.device("cpu"))
@@ -95,7 +95,7 @@ def estimate(config, batches: int) -> dict:
     t0 = time.perf_counter()
     trainer.eval_metrics(subset)
     t_eval = (time.perf_counter() - t0) / subset.test_x.shape[0]
-    n_val = config.data.validation
+    n_val = data.held_out(config.data.validation, n_train, config.data.name)
     epoch = (n_train - n_val) * t_train + (n_test + n_val) * t_eval
     return {"epoch_seconds": epoch, "run_seconds": epoch * tc.epochs}
 

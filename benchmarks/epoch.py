@@ -28,7 +28,7 @@ import torch
 
 from ctsp import config as cfg
 from ctsp import data as datasets
-from ctsp.app import build_loop_network
+from ctsp.app import build_layered_network
 from ctsp.continuous import Field, RelaxSpec, Trainer, relax
 from ctsp.runs import machine_line
 
@@ -36,7 +36,7 @@ from ctsp.runs import machine_line
 def train(config: cfg.RunConfig, data: datasets.Dataset, batches: int):
     """``batches`` minibatches of a seeded order from the seeded initial network: (seconds,
     free stats, clamped stats, trainer)."""
-    net = build_loop_network(config)
+    net = build_layered_network(config)
     trainer = Trainer(net, config, torch.device("cpu"), data.train_x.shape[0])
     bs = config.train.batch_size
     order = torch.randperm(data.train_x.shape[0], generator=torch.Generator().manual_seed(0))

@@ -19,7 +19,7 @@ import torch
 
 from ctsp import config as cfg
 from ctsp import data as datasets
-from ctsp.app import build_loop_network
+from ctsp.app import build_layered_network
 from ctsp.continuous import Trainer
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     config = cfg.load(args.config)
     data = datasets.load(config.data.name, data_dir=config.data.dir or None)
-    net = build_loop_network(config)
+    net = build_layered_network(config)
     trainer = Trainer(net, config, torch.device("cpu"), data.train_x.shape[0])
     bs = config.train.batch_size
     t0 = time.perf_counter()

@@ -31,7 +31,7 @@ import torch
 from analysis.recording import TrajectoryRecorder
 from ctsp import config as cfg
 from ctsp import data as datasets
-from ctsp.app import build_loop_network, build_recorders
+from ctsp.app import build_layered_network, build_recorders
 from ctsp.continuous import Trainer
 from ctsp.runs import files, machine_line
 
@@ -66,7 +66,7 @@ def main() -> None:
     data = datasets.load("digits")
     n = data.train_x.shape[0]
     trainers = {
-        name: Trainer(build_loop_network(off), off, torch.device("cpu"), n)
+        name: Trainer(build_layered_network(off), off, torch.device("cpu"), n)
         for name in ("before", "empty", "on")
     }
     print(f"machine: {machine_line()}")

@@ -20,7 +20,7 @@ import torch
 
 from ctsp.continuous import Field, RelaxSpec, relax
 from ctsp.runs import machine_line
-from models import LoopNetwork
+from models import LayeredNetwork
 
 
 def median_time(fn, repeats: int) -> float:
@@ -33,13 +33,13 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def products(net: LoopNetwork, batch: int) -> list[tuple[int, int, int]]:
+def products(net: LayeredNetwork, batch: int) -> list[tuple[int, int, int]]:
     """(B, n_in, n_out) of every product of one free phase step (the input product excluded)."""
     pops = net.sizes[1:]
     return [(batch, pops[e.src], pops[e.dst]) for e in net.edges if e.src >= 0]
 
 
-def measure(net: LoopNetwork, b: int, steps: int, repeats: int) -> tuple[float, float, float]:
+def measure(net: LayeredNetwork, b: int, steps: int, repeats: int) -> tuple[float, float, float]:
     """(seconds of relax, seconds of the same products by bare addmm, FLOPs) for batch ``b``."""
     n_in, n_1 = net.sizes[0], net.sizes[1]
     x = torch.rand(b, n_in)
@@ -80,7 +80,7 @@ def main() -> None:
         f"{'batch':>5} {'relax ms':>9} {'addmm ms':>9} {'relax GF/s':>11} {'addmm GF/s':>11} "
         f"{'ratio':>6}"
     )
-    net = LoopNetwork(args.sizes)
+    net = LayeredNetwork(args.sizes)
     for b in args.batch:
         t_relax, t_addmm, flops = measure(net, b, args.steps, args.repeats)
         g_relax, g_addmm = flops / t_relax / 1e9, flops / t_addmm / 1e9

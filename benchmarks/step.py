@@ -43,7 +43,7 @@ passive_openmp_wait()  # as the ctsp command does, before torch loads its OpenMP
 import torch  # noqa: E402
 
 from ctsp import config as cfg  # noqa: E402
-from ctsp.app import build_loop_network  # noqa: E402
+from ctsp.app import build_layered_network  # noqa: E402
 from ctsp.config import make_learner  # noqa: E402
 from ctsp.continuous import Trainer  # noqa: E402
 from ctsp.discrete import DiscreteTrainer  # noqa: E402
@@ -243,11 +243,13 @@ def ct_part(args, busy) -> None:
             x = torch.rand((batch, 784), generator=gen)
             y = torch.randint(0, 10, (batch,), generator=gen)
             idx = torch.arange(batch)
-            net = build_loop_network(c)
+            net = build_layered_network(c)
             trainer = Trainer(net, c, CPU, batch)
             contenders[f"ctsp {method}"] = lambda t=trainer, x=x, y=y, i=idx: t.learn(x, y, i, 1.0)
             lrs = {k: v * trainer.lr_scale for k, v in trainer.lr.items()}
-            hand = hand_loop(build_loop_network(c), c, lrs, method, args.euler_steps, args.sweeps)
+            hand = hand_loop(
+                build_layered_network(c), c, lrs, method, args.euler_steps, args.sweeps
+            )
             contenders[f"hand {method}"] = lambda h=hand, x=x, y=y: h(x, y)
         with torch.no_grad():
             times = timed(contenders, args.rounds, busy)

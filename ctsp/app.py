@@ -21,13 +21,14 @@ from .nn import precision_warning
 from .runs import Recorder, RunResult
 
 
-def build_loop_network(config: RunConfig):
-    """The loop network of ``config.network``, seeded by ``config.seed`` (float32, on CPU)."""
-    from models import LoopNetwork
+def build_layered_network(config: RunConfig):
+    """The layered network of ``config.network`` (sigprop's loop network, or EP's with
+    feedback), seeded by ``config.seed`` (float32, on CPU)."""
+    from models import LayeredNetwork
 
     torch.manual_seed(config.seed)
     n = config.network
-    return LoopNetwork(n.sizes, loop=n.loop, rate=n.rate, tau=n.tau)
+    return LayeredNetwork(n.sizes, loop=n.loop, rate=n.rate, tau=n.tau, feedback=n.feedback)
 
 
 def build_recorders(config: RunConfig | DiscreteRunConfig, data) -> list[Recorder]:
@@ -104,7 +105,7 @@ def simulate(
         log: callable receiving one summary line per epoch (default: print to stdout).
         stop_after: return after this (1-based) epoch, leaving a resumable run (the schedule
             stays planned over ``train.epochs``).
-        network: the network to train (default: ``models.LoopNetwork`` of ``config.network``).
+        network: the network to train (default: ``models.LayeredNetwork`` of ``config.network``).
         data: the ``ctsp.data.Dataset`` (or a subset of one; default: ``config.data``).
         recorders: hooks into the run (default: those ``config.record`` asks for).
         workers: rank 0 of a ``--workers`` run, the processes it started (default: the world
@@ -119,7 +120,7 @@ def simulate(
     recorders = build_recorders(config, data) if recorders is None else recorders
 
     def trainer(c: RunConfig):
-        net = (build_loop_network(c) if network is None else network).to(device)
+        net = (build_layered_network(c) if network is None else network).to(device)
         return continuous.Trainer(net, c, device, data.train_x.shape[0])
 
     return _run(

@@ -125,7 +125,7 @@ def train(args: argparse.Namespace) -> list[Path]:
 
 def read_run(path: Path) -> dict:
     """A run's alignment record, its initial angles, test errors and loop mode."""
-    from ctsp.app import build_loop_network
+    from ctsp.app import build_layered_network
 
     try:
         run = open_run(path)
@@ -139,7 +139,7 @@ def read_run(path: Path) -> dict:
     if ds.sizes["step"] == 0:
         sys.exit(f"fig4_alignment: {path}/{files.ALIGNMENT} holds no records yet")
     # the initial angles: the network is seeded by config.seed, exactly as the run started
-    initial = loop_angles(loop_weights(build_loop_network(run.config))[1])
+    initial = loop_angles(loop_weights(build_layered_network(run.config))[1])
     return {
         "path": path, "config": run.config, "ds": ds, "initial": initial, "test": test_error,
         "selected": chosen,

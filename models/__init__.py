@@ -3,13 +3,14 @@
 from .build import build_discrete_network
 from .discrete import DiscreteNetwork
 from .discrete import build as build_discrete
-from .loop import LOOP_MODES, Edge, LoopNetwork
+from .layered import FEEDBACK_MODES, LOOP_MODES, Edge, LayeredNetwork
 
 __all__ = [
+    "FEEDBACK_MODES",
     "LOOP_MODES",
     "DiscreteNetwork",
     "Edge",
-    "LoopNetwork",
+    "LayeredNetwork",
     "build_discrete",
     "build_discrete_network",
 ]

@@ -7,7 +7,7 @@ import xarray as xr
 
 from analysis.alignment import AlignmentRecorder, loop_angles, loop_weights, paper_names
 from ctsp import config as cfg
-from ctsp.app import build_loop_network as build_network
+from ctsp.app import build_layered_network as build_network
 from ctsp.app import simulate
 from ctsp.cli import main
 from ctsp.data import load

@@ -26,7 +26,7 @@ from ctsp.nn import (
     o_l2,
     recalibrate_batch_norm,
 )
-from models import LoopNetwork
+from models import LayeredNetwork
 from models import build_discrete_network as build_network
 from models.discrete import build, count_parameters
 
@@ -389,7 +389,7 @@ def test_continuous_layers_keep_their_defaults():
     assert (
         not lin.weight.requires_grad and lin.bias is None and list(lin.state_dict()) == ["weight"]
     )
-    keys = list(LoopNetwork([4, 5, 3]).state_dict())
+    keys = list(LayeredNetwork([4, 5, 3]).state_dict())
     assert keys == [
         "tau",
         "projections.input.weight",

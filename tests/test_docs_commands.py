@@ -176,7 +176,7 @@ PY_RULES = (
     # run (the names exist), the measurement does not.
     PyRule("docs/baselines.md", r"^rows = measure\(", IMPORTS),
     # "From Python, without a run": self-contained, a tiny relaxation, well under a second.
-    PyRule("docs/trajectories.md", r"^from models import LoopNetwork$", EXEC),
+    PyRule("docs/trajectories.md", r"^from models import LayeredNetwork$", EXEC),
     # The rest of the tutorial reads runs/traj and the names of the blocks before it: run in
     # order by test_ordered_page_runs_as_written (slow).
     PyRule("docs/trajectories.md", r"", IN_ORDER),

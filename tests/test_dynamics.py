@@ -8,12 +8,12 @@ from scipy.integrate import solve_ivp
 from ctsp.continuous import SOLVERS, Field, RelaxSpec, Status, eq13, ode_methods, relax
 from ctsp.errors import ConfigError
 from ctsp.nn import RATE_FUNCTIONS, Conv2d, Linear, rate_function
-from models import LoopNetwork
+from models import LayeredNetwork
 
 
 def tiny_net(rate="hard_sigmoid", loop="learned"):
     """Input 2 -> h 2 -> out 2, loop out -> h, with hand-set weights."""
-    net = LoopNetwork([2, 2, 2], loop=loop, rate=rate).double()
+    net = LayeredNetwork([2, 2, 2], loop=loop, rate=rate).double()
     t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
     with torch.no_grad():
         net.projections["input"].weight.copy_(t([[1.0, -1.0], [0.5, 2.0]]))
@@ -87,7 +87,7 @@ ORDER = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
 
 def _sigmoid_relaxation(method: str, step: float, rtol: float = 1e-6):
     torch.manual_seed(0)
-    net = LoopNetwork([5, 4, 3, 2], rate="sigmoid").double()
+    net = LayeredNetwork([5, 4, 3, 2], rate="sigmoid").double()
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0, 1.0)
@@ -121,7 +121,7 @@ def test_every_solver_agrees_with_solve_ivp(method):
 
 def test_projected_euler_matches_hand_loop_and_stays_in_bounds():
     torch.manual_seed(1)
-    net = LoopNetwork([6, 5, 4], rate="hard_sigmoid").double()
+    net = LayeredNetwork([6, 5, 4], rate="hard_sigmoid").double()
     x = torch.rand(2, 6, dtype=torch.float64) * 3
     field = Field(net, net.input_current(x))
     out = relax(field, net.zero_state(2), RelaxSpec("euler", 3.0, step=0.25))
@@ -153,7 +153,7 @@ def test_a_long_phase_goes_to_torchdiffeq_in_chunks_with_the_same_result(monkeyp
     monkeypatch.setattr(solvers, "MAX_CHUNK", 5)
     monkeypatch.setattr(solvers.FixedGrid, "advance", counted)
     torch.manual_seed(1)
-    net = LoopNetwork([6, 5, 4], rate="hard_sigmoid").double()
+    net = LayeredNetwork([6, 5, 4], rate="hard_sigmoid").double()
     x = torch.rand(2, 6, dtype=torch.float64) * 3
     out = relax(
         Field(net, net.input_current(x)), net.zero_state(2), RelaxSpec(duration=3.0, step=0.25)
@@ -167,7 +167,7 @@ def test_a_long_phase_goes_to_torchdiffeq_in_chunks_with_the_same_result(monkeyp
 
 def test_steady_state_stop_and_stats():
     torch.manual_seed(2)
-    net = LoopNetwork([6, 8, 3])
+    net = LayeredNetwork([6, 8, 3])
     x = torch.rand(4, 6)
     fixed = relax(Field(net, net.input_current(x)), net.zero_state(4), RelaxSpec(duration=40.0))
     spec = RelaxSpec(duration=40.0, tol=1e-4, check_every=2)
@@ -179,7 +179,7 @@ def test_steady_state_stop_and_stats():
 
 
 def test_trajectory_last_point_is_final_state():
-    net = LoopNetwork([6, 8, 3])
+    net = LayeredNetwork([6, 8, 3])
     x = torch.rand(2, 6)
     spec = RelaxSpec(duration=5.0, record_every=3)
     out = relax(Field(net, net.input_current(x)), net.zero_state(2), spec)
@@ -219,7 +219,7 @@ def test_projections_and_glorot_init():
     conv = Conv2d(2, 4, 3, padding=1)
     img = torch.rand(1, 2, 5, 5)
     torch.testing.assert_close(conv(img), torch.nn.functional.conv2d(img, conv.weight, padding=1))
-    net = LoopNetwork([4, 3, 2])
+    net = LayeredNetwork([4, 3, 2])
     assert all(float(b.abs().max()) == 0 for b in net.biases)
 
 
@@ -230,7 +230,7 @@ def test_every_method_ends_with_a_status_and_leaves_the_field_as_it_was(method):
     converged, or non-finite where the state holds NaN."""
     torch.manual_seed(3)
     rate = "sigmoid" if SOLVERS[method].adaptive else "hard_sigmoid"  # smooth for dopri5
-    net = LoopNetwork([6, 5, 4], rate=rate).double()
+    net = LayeredNetwork([6, 5, 4], rate=rate).double()
     field = Field(net, net.input_current(torch.rand(2, 6, dtype=torch.float64)))
     limit = Status.SWEEP_LIMIT if method == "steady" else Status.STEP_LIMIT
     spec = RelaxSpec(method, 2.0, step=0.25, max_sweeps=2)

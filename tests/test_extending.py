@@ -8,7 +8,7 @@ import torch
 from ctsp import config as cfg
 from ctsp import continuous
 from ctsp import data as datasets
-from ctsp.app import build_loop_network, simulate, train
+from ctsp.app import build_layered_network, simulate, train
 from ctsp.discrete import RULES, ClassifierCE, Rules
 from ctsp.errors import ConfigError
 from ctsp.spiking import NEURON_MODELS, SpikingNeuron
@@ -130,10 +130,10 @@ def continuous_registered():
 def test_a_registered_solver_and_continuous_rule_run(continuous_registered, tmp_path, digits):
     """The recipe of docs/architecture.md: the toy solver relaxes as torchdiffeq's Euler does,
     and `ctsp simulate` with both trains the output projection alone."""
-    from models import LoopNetwork
+    from models import LayeredNetwork
 
     torch.manual_seed(0)
-    net = LoopNetwork([64, 32, 10]).double()
+    net = LayeredNetwork([64, 32, 10]).double()
     field = continuous.Field(net, net.input_current(torch.rand(3, 64, dtype=torch.float64)))
     spec = continuous.RelaxSpec("hand-euler", 3.0, step=0.25)
     ours = continuous.relax(field, net.zero_state(3), spec)
@@ -144,12 +144,12 @@ def test_a_registered_solver_and_continuous_rule_run(continuous_registered, tmp_
         {"solver": {"method": "hand-euler"}, "train": {"rule": "output-chl", "epochs": 2}}
     )
     result = simulate(config, tmp_path / "run", data=digits, **QUIET)
-    before = build_loop_network(config)
+    before = build_layered_network(config)
     out = len(before.populations) - 1
     for e in result.network.edges:  # 64-256-10: ff1 projects into the output
         moved = not torch.equal(result.network.projections[e.name].weight,
                                 before.projections[e.name].weight)  # fmt: skip
         assert moved == (e.dst == out), e.name
     assert result.metrics.test_error.values[-1] < 0.5
-    with pytest.raises(ConfigError, match=r"train\.rule: 'nope'; valid: chl, output-chl"):
+    with pytest.raises(ConfigError, match=r"train\.rule: 'nope'; valid: chl, ep, output-chl"):
         cfg.from_dict({"train": {"rule": "nope"}})

@@ -7,7 +7,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 from ctsp import config as cfg
-from ctsp.app import build_loop_network
+from ctsp.app import build_layered_network
 from ctsp.continuous import (
     Field,
     RelaxSpec,
@@ -18,16 +18,16 @@ from ctsp.continuous import (
     relax,
 )
 from ctsp.errors import ConfigError
-from models import LoopNetwork
+from models import LayeredNetwork
 
 
-def random_net(hidden: int, loop: str, seed: int, gain: float = 1.0) -> LoopNetwork:
+def random_net(hidden: int, loop: str, seed: int, gain: float = 1.0) -> LayeredNetwork:
     """A float64 loop network with ``hidden`` hidden populations, random per-neuron tau in
     [0.5, 1.5], positive biases (so that not every state sits on a bound) and Glorot weights
     scaled by ``gain``."""
     torch.manual_seed(seed)
     sizes = [12] + [int(n) for n in torch.randint(6, 16, (hidden,))] + [5]
-    net = LoopNetwork(sizes, loop=loop).double()
+    net = LayeredNetwork(sizes, loop=loop).double()
     with torch.no_grad():
         for proj in net.projections.values():
             proj.weight.mul_(gain)
@@ -101,7 +101,7 @@ def test_steady_state_equals_solve_ivp_on_interior_fixed_point():
     """A small net whose fixed point lies inside (0, 1) everywhere (no projection involved):
     scipy's DOP853 integration of Eq. 13 to t = 60 ends at the swept fixed point."""
     torch.manual_seed(3)
-    net = LoopNetwork([4, 5, 3], loop="learned").double()
+    net = LayeredNetwork([4, 5, 3], loop="learned").double()
     with torch.no_grad():
         for proj in net.projections.values():
             proj.weight.mul_(0.2)
@@ -167,7 +167,7 @@ def test_refusals_name_the_problem():
     """Rate functions without a closed-form update (in relax and in the config), nudges without
     an interior fixed point (1 + r beta <= 0, in relax and in the config), trajectory recording
     and a zero sweep cap are refused in one line."""
-    sig = LoopNetwork([4, 5, 3], rate="sigmoid")
+    sig = LayeredNetwork([4, 5, 3], rate="sigmoid")
     x = torch.rand(2, 4)
     with pytest.raises(ConfigError, match="rate 'sigmoid' has no closed-form.*euler"):
         relax(Field(sig, sig.input_current(x)), sig.zero_state(2), RelaxSpec("steady", 0.0))
@@ -175,7 +175,7 @@ def test_refusals_name_the_problem():
         cfg.with_overrides(
             cfg.RunConfig(), [(["solver", "method"], "steady"), (["network", "rate"], "sigmoid")]
         )
-    net = LoopNetwork([4, 5, 3])
+    net = LayeredNetwork([4, 5, 3])
     cur = net.input_current(x)
     with pytest.raises(ConfigError, match=r"1 \+ r beta <= 0.*no steady state"):
         field = Field(net, cur, -1.0, torch.eye(3)[[0, 1]])
@@ -223,7 +223,7 @@ def test_training_step_with_steady_equals_converged_euler():
     y = torch.randint(0, 5, (8,), generator=gen)
     nets = []
     for config in (euler, swept):
-        net = LoopNetwork(config.network.sizes, loop="learned").double()
+        net = LayeredNetwork(config.network.sizes, loop="learned").double()
         torch.manual_seed(11)
         with torch.no_grad():
             for p in net.parameters():
@@ -247,7 +247,7 @@ def test_every_bundled_config_trains_with_steady(name):
     inputs of the dataset's shape: MNIST is not on these machines)."""
     base = cfg.RunConfig() if name == "default" else cfg.load(name)
     config = cfg.with_overrides(base, [(["solver", "method"], "steady")])
-    net = build_loop_network(config)
+    net = build_layered_network(config)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(config.train.batch_size, config.network.sizes[0], generator=gen)
     y = torch.randint(0, config.network.sizes[-1], (x.shape[0],), generator=gen)

@@ -27,13 +27,13 @@ from analysis.trajectories import (
 )
 from ctsp import config as cfg
 from ctsp import data as datasets
-from ctsp.app import build_loop_network as build_network
+from ctsp.app import build_layered_network as build_network
 from ctsp.app import build_recorders, simulate
 from ctsp.cli import main
 from ctsp.continuous import Field, RelaxSpec, Trainer, relax, relaxation_dataset
 from ctsp.errors import WriteError
 from ctsp.runs import save_netcdf
-from models import LoopNetwork
+from models import LayeredNetwork
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {"progress": False, "log": lambda line: None}
@@ -59,7 +59,7 @@ def run(tmp_path_factory, digits):
 
 def test_relaxation_to_xarray():
     torch.manual_seed(0)
-    net = LoopNetwork([6, 5, 4, 3])
+    net = LayeredNetwork([6, 5, 4, 3])
     x = torch.rand(2, 6)
     spec = RelaxSpec(duration=3.0, record_every=2)
     r = relax(Field(net, net.input_current(x)), net.zero_state(2), spec)

@@ -1,10 +1,10 @@
-"""``RunConfig``: the continuous-time model of ``ctsp simulate`` (bundled in ctsp/configs/*.toml).
+"""``RunConfig``: the continuous-time networks of ``ctsp simulate`` (ctsp/configs/*.toml).
 
 Five sections and three top-level keys::
 
     name, seed, device, threads
     [data]     name, dir, validation
-    [network]  sizes, loop, rate, tau
+    [network]  sizes, loop, feedback, rate, tau
     [solver]   method, step, free_duration, clamped_duration, tol, check_every, rtol, atol,
                max_sweeps
     [train]    epochs, schedule_epochs, batch_size, rule, beta, beta_sign, symmetric, lr, loop_lr,
@@ -22,6 +22,7 @@ from typing import ClassVar
 from ..continuous import (
     BETA_SIGNS,
     CHL_BACKENDS,
+    FEEDBACK_MODES,
     LOOP_MODES,
     RULES,
     SOLVERS,
@@ -71,6 +72,12 @@ class NetworkConfig(Section):
 
     sizes: tuple[int, ...] = option((64, 256, 10), "[input, hidden..., output] population sizes")
     loop: str = option("learned", "loop-back output -> first hidden population", LOOP_MODES)
+    feedback: str = option(
+        "none",
+        "feedback projection h_k -> h_{k-1} per feed-forward one: the transpose of its weights "
+        "(symmetric, EP) or fixed random weights; none: sigprop",
+        FEEDBACK_MODES,
+    )
     rate: str = option("hard_sigmoid", "rate function rho of Eq. 13", RATE_FUNCTIONS)
     tau: float = option(1.0, "neuron time constant r_j (the time unit of the simulation)")
 
@@ -144,7 +151,9 @@ class TrainConfig(Section, LRSchedule):
         "more epochs keeps the plan the run started with, the new epochs at its last rate",
     )
     batch_size: int = option(20, "minibatch size")
-    rule: str = option("chl", "learning rule of the projections (chl: Eq. 14)", RULES)
+    rule: str = option(
+        "chl", "learning rule of the projections (chl: Eq. 14; ep: EP's symmetric rule)", RULES
+    )
     beta: float = option(0.5, "nudging strength of the clamped phase (> 0)")
     beta_sign: str = option("random", "sign of beta per minibatch", BETA_SIGNS)
     symmetric: bool = option(False, "nudge with +beta and -beta, update from their difference")
@@ -197,7 +206,7 @@ class RecordConfig(Section):
 
 @dataclass(frozen=True)
 class RunConfig(ConfigBase):
-    """``ctsp simulate``: the continuous-time sigprop loop network."""
+    """``ctsp simulate``: the continuous-time layered networks (sigprop's loop network, EP's)."""
 
     SECTIONS: ClassVar[tuple[str, ...]] = (
         "data",
@@ -215,7 +224,7 @@ class RunConfig(ConfigBase):
     device: str = option("cpu", '"cpu", "cuda" or "cuda:N"')
     threads: int = option(0, THREADS_HELP)
     data: DataConfig = section(DataConfig, "the dataset")
-    network: NetworkConfig = section(NetworkConfig, "the loop network")
+    network: NetworkConfig = section(NetworkConfig, "the network (loop-back, feedback)")
     solver: SolverConfig = section(SolverConfig, "the relaxation phases")
     train: TrainConfig = section(TrainConfig, "training")
     parallel: ParallelConfig = section(ParallelConfig, "training over several processes")
@@ -238,7 +247,8 @@ class RunConfig(ConfigBase):
     def network_summary(self) -> str:
         """The network in a few words (``ctsp configs``), e.g. "784-1500-1500-10, loop learned"."""
         n = self.network
-        return f"{'-'.join(map(str, n.sizes))}, loop {n.loop}"
+        feedback = "" if n.feedback == "none" else f", {n.feedback} feedback"
+        return f"{'-'.join(map(str, n.sizes))}, loop {n.loop}{feedback}"
 
     def check(self) -> None:
         _check_top_level(self.name, self.seed, self.device, self.threads)

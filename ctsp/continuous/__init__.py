@@ -13,6 +13,7 @@ minibatch by minibatch (``ctsp.runs.fit`` drives it through the epochs).
 
 from .export import relaxation_dataset
 from .field import (
+    FEEDBACK_MODES,
     LOOP_MODES,
     Field,
     block_residual,
@@ -58,6 +59,7 @@ __all__ = [
     "BETA_SIGNS",
     "CHL",
     "CHL_BACKENDS",
+    "FEEDBACK_MODES",
     "LOOP_MODES",
     "RESUMABLE_KEYS",
     "RULES",

@@ -41,6 +41,28 @@ LOOP_MODES: Registry[LoopMode] = Registry(
 )
 
 
+@dataclass(frozen=True)
+class FeedbackMode:
+    """A ``network.feedback`` choice: whether every population after the first sends a
+    feedback projection to the one before it (the layered networks of Equilibrium Propagation),
+    and whether that projection is the transpose of the forward one (``tied``: symmetric
+    weights, Scellier & Bengio 2017) or a fixed random matrix (the feedback-alignment variant).
+    Feedback projections never learn: tied ones change with their forward projection."""
+
+    exists: bool
+    tied: bool
+
+
+FEEDBACK_MODES: Registry[FeedbackMode] = Registry(
+    "feedback mode",
+    {
+        "none": FeedbackMode(exists=False, tied=False),  # sigprop: no feedback at all
+        "symmetric": FeedbackMode(exists=True, tied=True),  # fb_k = ff_k^T (EP)
+        "random": FeedbackMode(exists=True, tied=False),  # fixed Glorot-uniform fb_k
+    },
+)
+
+
 def population_names(sizes) -> tuple[str, ...]:
     """Names of the populations of a network with ``sizes`` [input, hidden…, output]:
     h1, h2, …, out (the input is not a population)."""

@@ -53,4 +53,42 @@ class ContrastiveHebbian:
             )
 
 
-RULES: Registry = Registry("continuous-time learning rule", {"chl": ContrastiveHebbian})
+class SymmetricContrastiveHebbian(ContrastiveHebbian):
+    """Equilibrium Propagation's rule (Scellier & Bengio 2017) for every trainable projection
+    i -> j and the biases of the populations whose input projection owns them::
+
+        dW = lr / (beta B) * (rho(s_j^beta).T @ rho(s_i^beta) - rho(s_j^0).T @ rho(s_i^0))
+
+    (``phases.base_rates`` in place of rho(s^0) for symmetric nudging), the gradient of the
+    Hopfield energy of a network with symmetric weights; biases and the input projection (its
+    presynaptic x is the same in both phases) as Eq. 14. Computed as two one-sided products
+    through the ``train.chl_backend`` implementation, the postsynaptic difference against the
+    nudged presynaptic rates and the presynaptic difference against the base postsynaptic
+    ones::
+
+        rho_j^b.T rho_i^b - rho_j^0.T rho_i^0
+            = (rho_j^b - rho_j^0).T rho_i^b + rho_j^0.T (rho_i^b - rho_i^0)
+    """
+
+    def update(self, net, x: Tensor, phases, lr: dict[str, float], batch: int, reduce) -> None:
+        for e in net.edges:
+            proj = net.projections[e.name]
+            if not proj.trainable or lr[e.name] == 0:
+                continue
+            dst = net.populations[e.dst]
+            base, nudged = phases.base_rates[:, dst], phases.nudged_rates[:, dst]
+            bias = net.biases[e.dst] if e.owns_bias else None
+            args = (lr[e.name], phases.beta, batch, reduce)
+            if e.src < 0:
+                self.chl.apply(proj.weight, bias, x.flatten(1), base, nudged, *args)
+                continue
+            src = net.populations[e.src]
+            pre_base, pre_nudged = phases.base_rates[:, src], phases.nudged_rates[:, src]
+            self.chl.apply(proj.weight, bias, pre_nudged, base, nudged, *args)
+            self.chl.apply(proj.weight.T, None, base, pre_base, pre_nudged, *args)
+
+
+RULES: Registry = Registry(
+    "continuous-time learning rule",
+    {"chl": ContrastiveHebbian, "ep": SymmetricContrastiveHebbian},
+)

@@ -26,6 +26,7 @@ entry in :data:`SOLVERS` (a time-stepping one subclasses :class:`TimeStepping` a
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass, replace
 
@@ -276,29 +277,60 @@ class Adaptive(TimeStepping):
         return new, field.residual(new)
 
 
+def sweep_groups(net) -> tuple[tuple[int, ...], ...]:
+    """The order in which :class:`Steady` sets the populations of ``net``: groups updated one
+    after the other, with no projection inside a group (so a group's populations can be set
+    from the same state). Every projection from a later group into an earlier one ends in the
+    first group, so that after a sweep only the first group can be off its steady state.
+
+    - Every backward projection ends in the first population (sigprop's loop network, a
+      feed-forward chain): one population per group, in order, h1 first.
+    - Otherwise (EP's feedback into every layer): alternate layers, h1, h3, … then h2, h4, …
+      (Scellier et al. 2023's exact block updates).
+
+    Raises ConfigError for a self-projection, or a network whose alternate layers are joined
+    (e.g. a loop-back between two odd-numbered layers beside feedback)."""
+    n = len(net.populations)
+    inner = [e for e in net.edges if e.src >= 0]
+    if all(e.src < e.dst or e.dst == 0 for e in inner) and not any(e.src == e.dst for e in inner):
+        return tuple((k,) for k in range(n))
+    groups = (tuple(range(0, n, 2)), tuple(range(1, n, 2)))
+    for e in inner:
+        if e.src % 2 == e.dst % 2:
+            raise ConfigError(
+                f"solver 'steady' sets alternate layers together, but projection {e.name!r} "
+                f"joins populations {e.src} and {e.dst} of the same group; use an ODE method "
+                f"({', '.join(ode_methods())})"
+            )
+    return groups
+
+
 class Steady:
-    """The steady state of Eq. 13 by exact population updates in the loop's order (block
-    Gauss-Seidel), not by integrating time.
+    """The steady state of Eq. 13 by exact population updates (block Gauss-Seidel), not by
+    integrating time.
 
-    One sweep sets every population, h1 first and the output last, to its steady state given the
-    others (``field.block_state``: s = clip(r I) for a hidden population, the nudged output's
-    s = clip(r (I + beta d) / (1 + r beta))). In a feed-forward chain with one loop-back into
-    h1 every population but h1 is then at its fixed point, so the residual of the whole network
-    — the projected max_j |ds_j/dt| that the ODE stop uses — is h1's, computed from the current
-    that starts the next sweep (one loop-back product). Sweeps continue until every sample's
-    residual is below ``tol`` or ``max_sweeps`` are done; the phase duration does not apply.
+    One sweep sets every population, group by group (:func:`sweep_groups`: in order for
+    sigprop's loop network, alternate layers for EP's), to its steady state given the others
+    (``field.block_state``: s = clip(r I) for a hidden population, the nudged output's
+    s = clip(r (I + beta d) / (1 + r beta))). After a sweep every population outside the first
+    group is at its fixed point given the others, so the residual of the whole network — the
+    projected max_j |ds_j/dt| that the ODE stop uses — is the first group's, computed from the
+    currents that start the next sweep (for the loop network: h1's, one loop-back product).
+    Sweeps continue until every sample's residual is below ``tol`` or ``max_sweeps`` are done;
+    the phase duration does not apply.
 
-    The sweeps are a fixed-point iteration around the loop: they converge when the loop's gain
-    is below one, as in the bundled networks (docs/performance.md); a loop strong enough to make
-    them oscillate ends at ``max_sweeps`` with the status SWEEP_LIMIT and its residual in the
-    stats. Needs a rate function that is the identity within its bounds (the hard sigmoid),
-    every backward projection ending in the first population and no self-projection
-    (:meth:`check_network`), and a nudge with 1 + r beta > 0 on every output neuron
-    (:func:`check_nudge`): with beta <= -1/r the nudge cancels or reverses the leak, the output
-    has no interior fixed point and runs to a bound, and which bound can depend on the path —
-    the loop can then settle elsewhere than the ODE does. (Sending such outputs to their
-    bounds was measured to learn worse than nudging with a positive sign only:
-    docs/results.md.)
+    For sigprop's loop network the sweeps are a fixed-point iteration around the loop: they
+    converge when the loop's gain is below one, as in the bundled networks
+    (docs/performance.md); a loop strong enough to make them oscillate ends at ``max_sweeps``
+    with the status SWEEP_LIMIT and its residual in the stats. For EP's symmetric network each
+    population update is the exact minimiser of the Hopfield energy in that population, so every
+    sweep lowers the energy. Needs a rate function that is the identity within its bounds (the
+    hard sigmoid), populations that :func:`sweep_groups` can order (:meth:`check_network`), and
+    a nudge with 1 + r beta > 0 on every output neuron (:func:`check_nudge`): with
+    beta <= -1/r the nudge cancels or reverses the leak, the output has no interior fixed point
+    and runs to a bound, and which bound can depend on the path — the loop can then settle
+    elsewhere than the ODE does. (Sending such outputs to their bounds was measured to learn
+    worse than nudging with a positive sign only: docs/results.md.)
     """
 
     ode = False
@@ -306,8 +338,9 @@ class Steady:
     name = "steady"
 
     @staticmethod
-    def check_network(net) -> None:
-        """Refuse a network whose steady state this method cannot find (one-line ConfigError)."""
+    def check_network(net) -> tuple[tuple[int, ...], ...]:
+        """Refuse a network whose steady state this method cannot find (one-line ConfigError);
+        its :func:`sweep_groups`."""
         fn = net.neuron.fn
         if not fn.identity_within_bounds:
             raise ConfigError(
@@ -315,45 +348,59 @@ class Steady:
                 f"(hard_sigmoid): rate {fn.name!r} has no closed-form population update; use an "
                 f"ODE method ({', '.join(ode_methods())})"
             )
-        for e in net.edges:
-            if e.src >= 0 and (e.src == e.dst or (e.src > e.dst and e.dst != 0)):
-                raise ConfigError(
-                    f"solver 'steady' needs every backward projection to end in the first "
-                    f"population and no self-projection; projection {e.name!r} runs "
-                    f"{e.src} -> {e.dst}"
-                )
+        return sweep_groups(net)
 
     def solve(self, field, s0: Tensor, spec: RelaxSpec) -> Relaxation:
         """Sweep from ``s0`` (not modified; projected first) to the phase's steady state."""
         net, pops = field.net, field.net.populations
-        self.check_network(net)
+        groups = self.check_network(net)
         check_nudge(net, field.beta)
         # one contiguous tensor per population (the matrix products read them faster than
         # column slices of the flat state); joined again at the end
         s = [field.project_(s0[:, cols].clone()) for cols in pops]
-        sweeps, passes, last = 0, 0, len(pops) - 1
-        if field.target is not None:
-            # the nudge changes the output's equation alone: set the output first, so that a
-            # phase started from a free fixed point does not begin by recomputing h1 ... h_L
-            cur = current(net, s, last, field.input_current)
-            passes += recurrent_edges(net, last)
-            block_state(net, last, cur, field.beta, field.target, out=s[last])
-        tol, cap = spec.tol, spec.max_sweeps
+        sweeps, passes = 0, self._output_first(field, s) if field.target is not None else 0
         while True:
-            for k in range(len(pops)):
+            for g, group in enumerate(groups):
                 # within the bounds rho(s) = s, so the state is the rate
-                cur = current(net, s, k, field.input_current)
-                passes += recurrent_edges(net, k)
-                # the residual where it decides something: every sweep with a tolerance, else
-                # after the last one
-                if k == 0 and sweeps > 0 and (tol > 0 or sweeps >= cap):
-                    res = block_residual(net, 0, cur, s[0], field.beta, field.target)
-                    converged = tol > 0 and bool((res < tol).all())
-                    if converged or sweeps >= cap:
-                        status = Status.CONVERGED if converged else Status.SWEEP_LIMIT
-                        return self._result(torch.cat(s, 1), status, res, sweeps, passes)
-                block_state(net, k, cur, field.beta, field.target, out=s[k])
+                currents = [current(net, s, k, field.input_current) for k in group]
+                passes += sum(recurrent_edges(net, k) for k in group)
+                ended = self._ended(field, s, group, currents, sweeps, spec) if g == 0 else None
+                if ended is not None:
+                    return self._result(torch.cat(s, 1), *ended, sweeps, passes)
+                for k, cur in zip(group, currents, strict=True):
+                    block_state(net, k, cur, field.beta, field.target, out=s[k])
             sweeps += 1
+
+    @staticmethod
+    def _output_first(field, s: list[Tensor]) -> int:
+        """Set the nudged output to its steady state (the nudge changes the output's equation
+        alone: a phase started from a free fixed point then does not begin by recomputing
+        h1 ... h_L); its matrix passes."""
+        net, last = field.net, len(s) - 1
+        cur = current(net, s, last, field.input_current)
+        block_state(net, last, cur, field.beta, field.target, out=s[last])
+        return recurrent_edges(net, last)
+
+    def _ended(self, field, s, group, currents, sweeps: int, spec: RelaxSpec):
+        """(status, residual) where the phase ends before this sweep, else None: the residual
+        is computed where it decides something, every sweep with a tolerance, else after the
+        last one."""
+        tol, cap = spec.tol, spec.max_sweeps
+        if sweeps == 0 or not (tol > 0 or sweeps >= cap):
+            return None
+        res = self._residual(field, s, group, currents)
+        converged = tol > 0 and bool((res < tol).all())
+        if not (converged or sweeps >= cap):
+            return None
+        return (Status.CONVERGED if converged else Status.SWEEP_LIMIT), res
+
+    @staticmethod
+    def _residual(field, s: list[Tensor], group, currents) -> Tensor:
+        """Per-sample projected residual of the populations of ``group`` (B,)."""
+        net = field.net
+        parts = [block_residual(net, k, cur, s[k], field.beta, field.target)
+                 for k, cur in zip(group, currents, strict=True)]  # fmt: skip
+        return functools.reduce(torch.maximum, parts)
 
     @staticmethod
     def _result(state: Tensor, status: Status, res: Tensor, sweeps: int, passes: int):

@@ -105,7 +105,7 @@ def check_sizes(config, data) -> None:
 
 
 class Trainer:
-    """Runs the phases and updates of one network (a ``models.LoopNetwork`` or any network with
+    """Runs the phases and updates of one network (a ``models.LayeredNetwork`` or any network with
     its ``populations``, ``edges``, ``projections``, ``biases``, ``tau`` and ``neuron``) under a
     ``RunConfig``; no files, no printing."""
 
@@ -114,8 +114,10 @@ class Trainer:
     def __init__(self, net, config, device: torch.device, n_train: int) -> None:
         self.net, self.config, self.device = net, config, device
         self.rule = RULES[config.train.rule](config)
-        feed_forward = [e.name for e in net.edges if e.name != "loop"]
-        self.lr = dict(zip(feed_forward, config.train.lr, strict=True))
+        # train.lr along the input path (input, ff1, …), train.loop_lr for the loop-back; the
+        # feedback projections never learn by themselves
+        path = [e.name for e in net.edges if e.owns_bias]
+        self.lr = {e.name: 0.0 for e in net.edges} | dict(zip(path, config.train.lr, strict=True))
         self.lr["loop"] = config.train.loop_lr
         self.persistent = net.zero_state(n_train) if config.train.persistent else None
         self.lr_scale = 1.0  # the schedule's factor of the current epoch (begin_epoch sets it)

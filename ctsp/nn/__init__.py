@@ -1,7 +1,8 @@
 """The shared layer parts of every ctsp network (docs/architecture.md).
 
 A sigprop layer is three separable parts: a *projection* (the synapses: :class:`Linear`,
-:class:`Conv2d`; the same module carries the input and the target path), a *neuron model*
+:class:`Conv2d`; the same module carries the input and the target path; :class:`Transposed`,
+tied feedback), a *neuron model*
 (:class:`RateNeuron` with a rate function for the continuous model of Eq. 13,
 :class:`StaticNeuron` for discrete networks, the spiking neurons of ``ctsp.spiking``), and a
 *local learning rule* (``ctsp.continuous`` CHL, ``ctsp.discrete`` L_pred and the baselines).
@@ -24,7 +25,7 @@ from .precision import (
     precision_warning,
     uses_channels_last,
 )
-from .projections import INITS, Conv2d, Linear, glorot_uniform_
+from .projections import INITS, Conv2d, Linear, Transposed, glorot_uniform_
 from .rates import RATE_FUNCTIONS, RateFunction, RateNeuron, rate_function
 from .static import (
     ACTIVATIONS,
@@ -67,6 +68,7 @@ __all__ = [
     "TargetLoop",
     "TargetLoopError",
     "TargetOnly",
+    "Transposed",
     "autocast",
     "check_precision",
     "comparison",

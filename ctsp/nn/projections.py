@@ -145,3 +145,31 @@ class Conv2d(nn.Module):
         if self.bias is not None:
             out = out + self.bias
         return out[:, :, None, None]
+
+
+class Transposed(nn.Module):
+    """The transpose of another :class:`Linear`'s weights: current = rates @ W_src, with
+    ``weight`` = W_src^T shaped (n_in_src, n_out_src), a view (tied, symmetric feedback: the
+    layered networks of Equilibrium Propagation). It owns no parameter and never learns by
+    itself (``trainable`` False): it changes with its source. The source is kept out of this
+    module's children, so that a network's state dict holds those weights once.
+    """
+
+    trainable = False
+    bias = None
+
+    def __init__(self, source: Linear) -> None:
+        super().__init__()
+        self.__dict__["source"] = source  # not a submodule (see the class docstring)
+        self.n_in, self.n_out = source.n_out, source.n_in
+
+    @property
+    def weight(self) -> Tensor:
+        return self.source.weight.T
+
+    def forward(self, rates: Tensor) -> Tensor:
+        """Map presynaptic rates (B, n_out_src) to a current (B, n_in_src)."""
+        return rates @ self.source.weight
+
+    def extra_repr(self) -> str:
+        return f"{self.n_in} -> {self.n_out}, the transpose of a {self.source.extra_repr()}"
