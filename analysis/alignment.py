@@ -16,8 +16,13 @@ row-vector notation (s2 <- rho(s1) W1, s3 <- rho(s2) W2, s1 <- rho(s3) W3) the p
 our W_k^T, and the same angle reads "W_{k+2} ··· W_L W_1 ··· W_k ∠ W_{k+1}", e.g. "W3W1∠W2"
 for the middle matrix of a three-matrix loop (:func:`paper_names`).
 
-:class:`AlignmentRecorder` records the angles of a run every ``record.alignment_every``
-minibatches into ``alignment.nc`` in the run directory.
+In EP's layered networks with feedback (``network.feedback``) the learning signal reaches
+population k through the feedback projection fb_{k+1} in place of ff_{k+1}^T: the angle of fb_k
+is the angle between fb_k and ff_k^T (:func:`feedback_angles`; 0 for symmetric feedback, which is
+ff_k^T; for random feedback, how far the forward weights have come to align with it).
+
+:class:`AlignmentRecorder` records the angles of a run (the loop's, then the feedback's) every
+``record.alignment_every`` minibatches into ``alignment.nc`` in the run directory.
 """
 
 from __future__ import annotations
@@ -29,13 +34,15 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ctsp.continuous import LOOP_MODES
+from ctsp.continuous import FEEDBACK_MODES, LOOP_MODES
 from ctsp.errors import ConfigError
 from ctsp.runs import Recorder, files, save_netcdf
 
 __all__ = [
     "ALIGNMENT_FILE",
     "AlignmentRecorder",
+    "alignment_angles",
+    "feedback_angles",
     "load_alignment",
     "loop_angles",
     "loop_weights",
@@ -129,15 +136,51 @@ def loop_weights(net) -> tuple[list[str], list]:
     return names, [net.projections[name].weight for name in names]
 
 
+def feedback_angles(net) -> tuple[list[str], np.ndarray]:
+    """Names (fb1, …) and angles (degrees, float64) between each feedback weight fb_k
+    (n_{k-1}, n_k) and the transpose of its forward weight ff_k; empty without feedback."""
+    names = [e.name for e in net.edges if e.kind == "feedback"]
+    weight = lambda name: _as_float64(net.projections[name].weight)  # noqa: E731
+    angles = [_angle(weight(n), weight("ff" + n[2:]).T) for n in names]
+    return names, np.array(angles, dtype=np.float64)
+
+
+def alignment_angles(net) -> tuple[list[str], np.ndarray]:
+    """The angles an :class:`AlignmentRecorder` records: the loop's (:func:`loop_angles`, where
+    the network has a loop-back), then the feedback's (:func:`feedback_angles`)."""
+    names, angles = [], []
+    if "loop" in net.projections:
+        loop_names, weights = loop_weights(net)
+        names, angles = loop_names, list(loop_angles(weights))
+    fb_names, fb_angles = feedback_angles(net)
+    return names + fb_names, np.array([*angles, *fb_angles], dtype=np.float64)
+
+
+def _recorded_names(config) -> tuple[list[str], list[str]]:
+    """The names and labels of the angles recorded for ``config.network``: the loop's (paper
+    names, "W2W3∠W1", …) and the feedback's ("fb1∠ff1ᵀ", …)."""
+    n_pops = len(config.network.sizes) - 1
+    names, labels = [], []
+    if LOOP_MODES[config.network.loop].exists:
+        names = [f"ff{k}" for k in range(1, n_pops)] + ["loop"]
+        labels = paper_names(len(names))
+    if FEEDBACK_MODES[config.network.feedback].exists:
+        names += [f"fb{k}" for k in range(1, n_pops)]
+        labels += [f"fb{k}∠ff{k}ᵀ" for k in range(1, n_pops)]
+    return names, labels
+
+
 class AlignmentRecorder(Recorder):
-    """Records :func:`loop_angles` of the loop network every ``record.alignment_every`` minibatches.
+    """Records :func:`alignment_angles` of the network every ``record.alignment_every``
+    minibatches.
 
     Writes ``alignment.nc`` (atomically, after every epoch): variable ``angle`` (degrees) with
     dims (step, weight); ``step`` counts the minibatches trained since the start of the run (the
     angle is taken after that minibatch's update); coordinates on ``step``: ``epoch`` (1-based
     epoch the step belongs to) and ``epoch_progress`` (epochs completed, fractional); on
-    ``weight``: the projection names (ff1, …, loop) and ``label``, the paper's names
-    ("W2W3∠W1", …). ``state_dict`` / ``load_state_dict`` carry the record across a resume.
+    ``weight``: the projection names (ff1, …, loop, then fb1, …) and ``label``, the paper's
+    names ("W2W3∠W1", …) and "fb1∠ff1ᵀ", …. ``state_dict`` / ``load_state_dict`` carry the
+    record across a resume.
     """
 
     name = "alignment"
@@ -150,14 +193,13 @@ class AlignmentRecorder(Recorder):
                 f"invalid value for record.alignment_every: {self.every!r} (expected >= 1 "
                 "for the alignment recorder)"
             )
-        if not LOOP_MODES[config.network.loop].exists:
+        self.names, self.labels = _recorded_names(config)
+        if not self.names:
             raise ConfigError(
-                "record.alignment_every needs a loop-back projection, but network.loop is "
-                "'none'; set network.loop to 'learned' or 'fixed', or record.alignment_every to 0"
+                "record.alignment_every needs a loop-back or feedback projections, but "
+                "network.loop is 'none' and network.feedback is 'none'; set one of them, or "
+                "record.alignment_every to 0"
             )
-        n_pops = len(config.network.sizes) - 1
-        self.names = [f"ff{k}" for k in range(1, n_pops)] + ["loop"]
-        self.labels = paper_names(len(self.names))
         self._reset()
 
     def _reset(self) -> None:
@@ -170,20 +212,16 @@ class AlignmentRecorder(Recorder):
         self.seen += 1
         self._epoch_batches = batch + 1
         if self.seen % self.every == 0:
-            names, weights = loop_weights(trainer.net)
+            names, angles = alignment_angles(trainer.net)
             if names != self.names:
                 raise ConfigError(
-                    f"the network's loop {names} is not the one network.sizes describes "
-                    f"({self.names})"
+                    f"the network's projections {names} are not the ones network.sizes, "
+                    f"network.loop and network.feedback describe ({self.names})"
                 )
             self.records.append(
-                {
-                    "step": self.seen,
-                    "epoch": epoch + 1,
-                    "batch": batch + 1,
-                    "angles": loop_angles(weights).tolist(),
-                }
-            )
+                {"step": self.seen, "epoch": epoch + 1, "batch": batch + 1,
+                 "angles": angles.tolist()}
+            )  # fmt: skip
 
     def after_epoch(self, trainer, epoch: int, path: Path, last: bool) -> None:
         if self.batches_per_epoch is None and self._epoch_batches:
@@ -217,18 +255,21 @@ class AlignmentRecorder(Recorder):
         )
         ds["angle"].attrs.update(
             units="degree",
-            long_name="angle between W_k^T and the product of the other loop weights",
+            long_name="angle between W_k^T and the product of the other loop weights, or "
+            "between a feedback weight and its forward weight's transpose",
         )
         ds["step"].attrs["long_name"] = "minibatches trained (angle taken after the update)"
         ds["epoch_progress"].attrs["long_name"] = "epochs completed"
         ds.attrs.update(
             title=f"loop alignment: {self.config.name}",
             loop=self.config.network.loop,
+            feedback=self.config.network.feedback,
             alignment_every=self.every,
             batches_per_epoch=int(nb),
             convention=(
-                "angle k between W_k^T and P_k = W_{k-1}...W_0 W_{L-1}...W_{k+1} as flat vectors; "
-                "W_k (n_out, n_in) maps population k to k+1 along h1 -> ... -> out -> h1"
+                "loop: angle k between W_k^T and P_k = W_{k-1}...W_0 W_{L-1}...W_{k+1} as flat "
+                "vectors, W_k (n_out, n_in) mapping population k to k+1 along h1 -> ... -> out "
+                "-> h1; feedback: the angle between fb_k and ff_k^T"
             ),
             config=json.dumps(self.config.to_dict()),
         )

@@ -185,3 +185,42 @@ def test_tied_feedback_is_the_forward_weight_stored_once():
     fed = LayeredNetwork([4, 3, 2], loop="none", feedback="random")
     for name, w in plain.state_dict().items():  # feedback is drawn after the others
         torch.testing.assert_close(fed.state_dict()[name], w, rtol=0, atol=0)
+
+
+def test_feedback_angles_against_the_cosine_formula():
+    """fb_k ∠ ff_k^T from arccos of the cosine of the flat matrices; 0 for tied feedback."""
+    from analysis.alignment import alignment_angles, feedback_angles
+
+    torch.manual_seed(3)
+    net = LayeredNetwork([6, 5, 4, 3], loop="fixed", feedback="random")
+    names, angles = feedback_angles(net)
+    assert names == ["fb1", "fb2"]
+    for name, angle in zip(names, angles, strict=True):
+        a = net.projections[name].weight.double().flatten()
+        b = net.projections["ff" + name[2:]].weight.double().T.flatten()
+        cos = float(a @ b / (a.norm() * b.norm()))
+        assert angle == pytest.approx(np.degrees(np.arccos(cos)), abs=1e-9)
+    assert alignment_angles(net)[0] == ["ff1", "ff2", "loop", "fb1", "fb2"]
+    tied = LayeredNetwork([6, 5, 4, 3], loop="none", feedback="symmetric")
+    np.testing.assert_allclose(feedback_angles(tied)[1], 0.0, atol=1e-6)
+
+
+def test_ep_runs_record_their_alignment_and_trajectories(tmp_path):
+    """`ctsp simulate ep-fa-digits` with the alignment and trajectory recorders: fb1 ∠ ff1ᵀ
+    every 20 minibatches (feedback alignment: the forward weights turn towards the fixed
+    feedback, the angle falls from about 90 degrees), and the relaxations of 2 test images with
+    EP's populations."""
+    import xarray as xr
+
+    from ctsp.cli import main
+
+    argv = ["simulate", "ep-fa-digits", "--epochs", "2", "--record", "2", "--no-progress"]
+    argv += ["--set", "record.alignment_every=20", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    ds = xr.load_dataset(tmp_path / "run" / "alignment.nc")
+    assert list(ds.weight.values) == ["fb1"] and list(ds.label.values) == ["fb1∠ff1ᵀ"]
+    assert ds.sizes["step"] == 2 * -(-1438 // 20) // 20  # minibatches of 20, every 20th
+    angle = ds.angle.sel(weight="fb1").values  # from about 90 degrees (random), aligning
+    assert 80 < angle[-1] < angle[0] < 100 and (np.diff(angle) < 0).all(), angle
+    trajectories = xr.load_dataset(tmp_path / "run" / "trajectories.nc")
+    assert {"h1", "out"} <= set(trajectories.data_vars)
