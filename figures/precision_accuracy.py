@@ -1,20 +1,16 @@
-"""Does bfloat16 cost accuracy? The same seeded runs in float32 and bfloat16, side by side
-(issue 17).
+"""Does bfloat16 cost accuracy? float32 against bfloat16 (``train.precision``), over seeds.
 
-Sigprop (the bundled configs' rule; ``--rules sigprop bp`` adds end-to-end BP of the same
-networks):
+Runs (or continues) the sweeps of ``figures/specs/precision-*.toml`` (``ctsp sweep``; a grid over
+``train.precision``, the two precisions' runs of a seed start from the same weights and see the
+same order) and writes a markdown table from their Datasets: per network and number of epochs,
+the test error at the epoch of the lowest validation error, mean ± sd over the seeds, in each
+precision, and the difference of the means. Rows: VGG8b sigprop on digits (8x8, 2 and 10
+epochs), spiking sigprop on digits (10 epochs), FC 3x1000 sigprop on digits (10 epochs) and on
+Fashion-MNIST (2 epochs). The digits test set has 359 images (one image: 0.28 points). Needs the
+sweep extra (``pip install -e '.[sweep]'``).
 
-- ``fc-3x1000-fmnist`` on the scikit-learn digits (``--digits-epochs``) and on Fashion-MNIST
-  (``--fmnist-epochs``);
-- ``vgg8b-fmnist`` on digits (8x8, ``data.crop = 0``; the maps are 8 -> 4 -> 2 -> 1 -> 1);
-- ``snn-fmnist-sp-surrogate`` (spiking sigprop) on digits.
-
-``train.precision`` is the only difference between the two runs of a row (same seed, same
-order, same initial weights). Writes a markdown table of the selected and final test errors and
-the final training error. A run that has its epochs is left as it is, an unfinished one resumed
-(``figures/table_baselines.train_run``).
-
-    python figures/precision_accuracy.py --out docs/tables/precision_accuracy.md
+    python figures/precision_accuracy.py --runs runs/precision --cpus 1 \
+        --out docs/tables/precision_accuracy.md
 """
 
 from __future__ import annotations
@@ -24,82 +20,70 @@ import shlex
 import sys
 from pathlib import Path
 
-from table_baselines import error_cells, train_run
-
-from ctsp import config as cfg
+from ctsp import sweeps
 from ctsp.runs import machine_line, markdown_table
 
+SPECS = Path(__file__).parent / "specs"
+RUNS = {  # label -> the sweep spec's name (figures/specs/precision-NAME.toml)
+    "VGG8b, digits": "vgg8b",
+    "Spiking, digits": "spiking",
+    "FC 3x1000, digits": "fc",
+    "FC 3x1000, Fashion-MNIST": "fc-fmnist",
+}
 PRECISIONS = ("float32", "bfloat16")
 
 
-def cases(args) -> list[tuple[str, str, list[str], int]]:
-    """(label, bundled config, overrides, epochs) of every row."""
-    digits = ["data.name=digits", "data.validation=0"]  # as recorded (no held-out split)
-    rows = []
-    for rule in args.rules:
-        r = f"train.rule={rule}"
-        rows.append(
-            (f"FC 3x1000, digits, {rule}", "fc-3x1000-fmnist", [*digits, r], args.digits_epochs)
-        )
-        rows.append(
-            (
-                f"VGG8b, digits, {rule}",
-                "vgg8b-fmnist",
-                [*digits, "data.crop=0", r],
-                args.digits_epochs,
-            )
-        )
-    rows.append(("Spiking, digits, sigprop", "snn-fmnist-sp-surrogate", digits, args.digits_epochs))
-    if args.fmnist_epochs:
-        rows.append(
-            ("FC 3x1000, Fashion-MNIST, sigprop", "fc-3x1000-fmnist", [], args.fmnist_epochs)
-        )
-    return rows
+def rows(label: str, spec, path: Path) -> list[list]:
+    """A row per number of epochs: each precision's selected test error (mean ± sd over the
+    seeds) and bfloat16's mean minus float32's."""
+    flat, _ = sweeps.settings(path)
+    epochs = spec.base().train.epochs
+    found = {}
+    for k in range(flat.sizes["setting"]):
+        s = flat.isel(setting=k)
+        n = int(s["train.epochs"]) if "train.epochs" in s else epochs
+        found[n, str(s["train.precision"].values)] = s
+    table = []
+    for n in sorted({n for n, _ in found}):
+        cells = [found[n, p] for p in PRECISIONS]
+        table.append([label, n, *(f"{float(s['mean']):.2%} ± {float(s.sd):.2%}" for s in cells),
+                      f"{float(cells[1]['mean'] - cells[0]['mean']):+.2%}",
+                      int(min(s.n for s in cells))])  # fmt: skip
+    return table
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--digits-epochs", type=int, default=20)
-    ap.add_argument("--fmnist-epochs", type=int, default=2, help="0: no Fashion-MNIST row")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rules", nargs="+", default=["sigprop"], help="e.g. sigprop bp")
-    ap.add_argument("--runs", type=Path, default=Path("runs/precision"))
-    ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: default)")
+    ap.add_argument("--runs", type=Path, default=Path("runs/precision"),
+                    help="the sweeps' directories (a rerun continues them)")  # fmt: skip
+    ap.add_argument("--cpus", type=int, help="the local Ray's CPUs (default: all usable cores)")
+    ap.add_argument("--only", nargs="+", choices=list(RUNS.values()), help="these sweeps only")
     ap.add_argument("--out", type=Path, help="markdown file (default RUNS/precision_accuracy.md)")
     args = ap.parse_args(argv)
     command = shlex.join(["python", "figures/precision_accuracy.py", *sys.argv[1:]])
+    header = ["run", "epochs", *(f"{p}: test error" for p in PRECISIONS), "bfloat16 − float32",
+              "seeds"]  # fmt: skip
+    table = []
+    for label, name in RUNS.items():
+        if args.only and name not in args.only:
+            continue
+        spec, path = sweeps.load_spec(SPECS / f"precision-{name}.toml"), args.runs / name
+        sweeps.sweep(spec, path, cpus=args.cpus, verbose=0)
+        table += rows(label, spec, path)
     lines = [
-        "# float32 against bfloat16: the same seeded runs",
+        "# float32 against bfloat16: the same seeded runs, over seeds",
         "",
-        f"Machine: {machine_line()}. Command: `{command}`.",
-        f"Seed {args.seed}; the bundled configs' schedules compressed into the epochs shown. "
-        "selected test error (epoch: lowest validation error, else the last), final test error, "
-        "final train error.",
+        f"Machine: {machine_line()}; one torch thread per trial. Command: `{command}` (the "
+        "sweeps of figures/specs/precision-*.toml). The test error at the epoch of the lowest "
+        "validation error (1/12 of the training set held out), mean ± sd over the seeds; the "
+        "bundled configs' schedules compressed into the epochs shown.",
         "",
+        *markdown_table(header, table),
     ]
-    header = ["run", "epochs"]
-    for p in PRECISIONS:
-        header += [f"{p} selected", f"{p} final", f"{p} train"]
-    rows = []
-    for label, name, items, epochs in cases(args):
-        row = [label, epochs]
-        for precision in PRECISIONS:
-            sets = [*items, f"train.precision={precision}", f"seed={args.seed}"]
-            sets.append(f"threads={args.threads}")
-            sets.append(f"train.epochs={epochs}")
-            config = cfg.with_overrides(
-                cfg.load(name, cfg.DiscreteRunConfig), [cfg.parse_override(s) for s in sets]
-            )
-            slug = label.lower().replace(", ", "-").replace(" ", "-")
-            # (the seconds per epoch are left out: these runs shared the machine; the speed of
-            # the two precisions is benchmarks/step.py's)
-            row += error_cells(train_run(config, args.runs / f"{slug}-{precision}"))[:3]
-        rows.append(row)
-    lines += markdown_table(header, rows)
     out = args.out or args.runs / "precision_accuracy.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {out}")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

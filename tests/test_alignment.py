@@ -178,7 +178,8 @@ def test_resumed_run_continues_the_record(tmp_path):
 
 
 def test_loop_none_is_refused():
-    with pytest.raises(ConfigError, match="network.loop is 'none' and network.feedback is 'none'") as e:
+    neither = "network.loop is 'none' and network.feedback is 'none'"
+    with pytest.raises(ConfigError, match=neither) as e:
         AlignmentRecorder(digits_config(loop="none"))
     assert "\n" not in str(e.value)
 
