@@ -45,6 +45,18 @@ reduction_factor = 2
 """
 
 
+VARIANTS = """
+command = "train"
+seeds = 2
+[grid]
+"train.lr" = [1e-3, 3e-3]
+[variants]
+plain = {}
+deep = { "model.hidden" = [16, 16] }
+big = { config = "fc-3x1000-fmnist", "data.name" = "digits" }
+"""
+
+
 def _spec(tmp_path: Path, text: str = SPEC) -> Path:
     path = tmp_path / "spec.toml"
     path.write_text(text)
@@ -99,11 +111,62 @@ def test_random_draws_are_seeded_by_the_spec(tmp_path):
         (SEARCH + "grace_period = 0\n", "search.grace_period must be an integer >= 1"),
         (SEARCH + "max_t = 3\n", "unknown \\[search\\] key 'max_t'"),
         (SEARCH.replace('"data.validation" = 200', ""), "hold out data"),
+        (VARIANTS.replace("deep =", '"a b" ='), "variant name 'a b'"),
+        (VARIANTS.replace('"model.hidden"', '"model.hiden"'), "'model.hiden' is not a config"),
+        (VARIANTS + '[set]\n"model.hidden" = [8]\n', "sets 'model.hidden', which the spec"),
+        (VARIANTS.replace('config = "fc-3x1000-fmnist"', 'config = "nope"'), "nope"),
+        (VARIANTS.replace("{}", "3"), "needs a table of config keys"),
+        (SEARCH + "[variants]\nx = {}\n", "no \\[grid\\], \\[variants\\] or seeds"),
     ],
 )
 def test_a_bad_spec_is_refused_in_one_line(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         load_spec(_spec(tmp_path, text))
+
+
+def test_variants_are_one_swept_dimension_each_of_its_own_config_and_keys(tmp_path):
+    """[variants]: named settings (a config and keys), swept like a grid key ("variant"),
+    before the grid's keys; the [set] keys and the trial's apply on top of each variant's."""
+    spec = load_spec(_spec(tmp_path, VARIANTS + '[set]\n"train.epochs" = 2\n'))
+    assert spec.swept() == ["variant", "train.lr"] and len(spec.trials()) == 3 * 2 * 2
+    names = [t.name for t in spec.trials()]
+    assert names[:3] == [
+        "variant=plain,train.lr=0.001,seed=0",
+        "variant=plain,train.lr=0.001,seed=1",
+        "variant=plain,train.lr=0.003,seed=0",
+    ]
+    configs = {t.name: spec.config_of(t) for t in spec.trials()}
+    deep, big = (
+        configs["variant=deep,train.lr=0.003,seed=1"],
+        configs["variant=big,train.lr=0.001,seed=0"],
+    )
+    assert deep.model.hidden == (16, 16) and deep.train.lr == 3e-3 and deep.seed == 1
+    assert big.name == "fc-3x1000-fmnist" and big.data.name == "digits" and big.train.epochs == 2
+    assert configs["variant=plain,train.lr=0.001,seed=0"].model.hidden != (16, 16)
+
+
+def test_a_sweep_of_variants_reads_back_with_the_variant_as_a_dimension(tmp_path):
+    """open_sweep and the summary of a sweep of variants (trials' metrics written here: no
+    Ray), the variant a dimension and a column."""
+    from ctsp.sweeps.runner import TRIALS, prepare
+
+    text = VARIANTS.replace('"train.lr" = [1e-3, 3e-3]', '"train.lr" = [1e-3]')
+    spec, out = load_spec(_spec(tmp_path, text)), tmp_path / "out"
+    prepare(spec, out)
+    for k, trial in enumerate(spec.trials()):
+        errors = np.array([0.5, 0.3]) - 0.01 * k
+        ds = xr.Dataset({"test_error": ("epoch", errors), "val_error": ("epoch", errors[::-1])},
+                        coords={"epoch": np.array([1, 2], dtype=np.int32)})  # fmt: skip
+        (out / TRIALS / trial.name).mkdir(parents=True)
+        ds.to_netcdf(out / TRIALS / trial.name / "metrics.nc", engine="scipy")
+    ds = open_sweep(out)
+    assert ds.test_error.dims == ("variant", "train.lr", "seed", "epoch")
+    assert list(ds.variant.values) == ["plain", "deep", "big"]
+    lines = summary(out)
+    assert lines[2].startswith("| variant | train.lr |") and lines[4].startswith(
+        "| plain | 0.001 |"
+    )
+    assert lines[6].startswith("| big | 0.001 | 25.50% | 45.50% | 0.71% | 2 |")
 
 
 def test_a_search_sees_a_choice_as_the_index_of_its_values(tmp_path):
@@ -351,7 +414,7 @@ def test_the_sweep_command_refuses_in_one_line(tmp_path, monkeypatch, capsys):
     spec = _spec(tmp_path)
     cases = [
         (["sweep", str(spec)], "needs --out DIR"),
-        (["sweep", "nope", "--out", str(tmp_path / "a")], "bundled specs: digits-lr"),
+        (["sweep", "nope", "--out", str(tmp_path / "a")], "bundled specs: ct-baselines-digits"),
         (["sweep", str(tmp_path), "--summary"], "is not a sweep directory"),
     ]  # fmt: skip
     cases.append((["sweep", str(spec), "--out", str(tmp_path / "c")], "pip install -e '.[sweep]'"))
@@ -509,12 +572,12 @@ def test_a_search_over_lists_reads_back_with_the_lists_as_text(tmp_path):
     assert list(ds["model.hidden"].values) == ["[32,32]", "[64]"]
     assert ds["model.hidden"].dims == ("sample",) and ds.test_error.dims[0] == "sample"
     lines = summary(out)
-    assert lines[2] == (
-        "| model.hidden | train.lr | validation error (mean) | test error (mean) | sd | seeds |"
+    assert lines[2] == (  # the keys in the spec's order
+        "| train.lr | model.hidden | validation error (mean) | test error (mean) | sd | seeds |"
     )
     assert lines[4:6] == [
-        "| [32,32] | 0.001 | 30.00% | 31.00% | - | 1 |",  # selected: epoch 1
-        "| [64] | 0.0002 | 20.00% | 21.00% | - | 1 |",
+        "| 0.001 | [32,32] | 30.00% | 31.00% | - | 1 |",  # selected: epoch 1
+        "| 0.0002 | [64] | 20.00% | 21.00% | - | 1 |",
     ]
     # 2 of the spec's 5 epochs, and 2 of 4 proposals made: a table of unfinished work says so
     unfinished = lines[-5:]

@@ -1,10 +1,10 @@
 """Reading a sweep back: one xarray Dataset, and the summary over seeds.
 
-:func:`open_sweep` stacks the trials' ``metrics.nc`` with the swept grid keys and ``seed`` as
-dimensions beside ``epoch`` (a ``[random]`` spec adds a dimension ``sample``, its keys as
-coordinates along it; so does a search, along its proposals' numbers; a list value, such as
-a layer's learning rates, is its text); a trial
-not run or failed is NaN, and so are the epochs after a trial the scheduler stopped.
+:func:`open_sweep` stacks the trials' ``metrics.nc`` with the variant, the swept grid keys and
+``seed`` as dimensions beside ``epoch`` (a ``[random]`` spec adds a dimension ``sample``, its
+keys as coordinates along it; so does a search, along its proposals' numbers; a list value,
+such as a layer's learning rates, is its text); a trial not run or failed is NaN, and so are
+the epochs after a trial the scheduler stopped.
 :func:`summary` selects, for every setting and seed, the epoch with the lowest validation error
 (the final epoch where the runs hold out no validation data; never the test error) and gives the
 test error there as mean ± sd over the seeds: a markdown table, and a figure of the test error
@@ -21,18 +21,18 @@ import xarray as xr
 from ..errors import RunDirError
 from ..runs import selection
 from .runner import TRIALS, failures, load_saved_spec, status, stops, trials
-from .spec import SweepSpec, Trial, _text
+from .spec import VARIANT, SweepSpec, Trial, _text
 
 
 def _trial_dataset(spec: SweepSpec, trial: Trial, metrics: Path) -> xr.Dataset:
     ds = xr.load_dataset(metrics, engine="scipy")
     ds.attrs = {}
     ds = ds.expand_dims(seed=[trial.seed])
-    for key in spec.grid:
-        ds = ds.expand_dims({key: [_coordinate(trial.params[key])]})
     if trial.sample is not None:
         ds = ds.expand_dims(sample=[trial.sample])
         ds = ds.assign_coords({k: ("sample", [_coordinate(trial.params[k])]) for k in spec.random})
+    for key in reversed(spec.dimensions()):  # (each new dimension goes first)
+        ds = ds.expand_dims({key: [_coordinate(trial.params[key])]})
     return ds
 
 
@@ -43,7 +43,8 @@ def _coordinate(value):
 
 
 def open_sweep(path: str | Path) -> xr.Dataset:
-    """The sweep in ``path`` as one Dataset: dims (grid keys…, [sample], seed, epoch[, layer])."""
+    """The sweep in ``path`` as one Dataset: dims ([variant], grid keys…, [sample], seed, epoch[,
+    layer])."""
     path = Path(path)
     spec = load_saved_spec(path)
     parts = [
@@ -54,6 +55,10 @@ def open_sweep(path: str | Path) -> xr.Dataset:
     if not parts:
         raise RunDirError(f"{path}: no trial has finished an epoch yet")
     ds = xr.merge(parts, combine_attrs="drop", join="outer", compat="no_conflicts")
+    for key in spec.dimensions():  # in the spec's order (the merge sorts them)
+        values = list(spec.variants) if key == VARIANT else spec.grid[key]
+        present = set(ds[key].values.tolist())
+        ds = ds.reindex({key: [c for c in map(_coordinate, values) if c in present]})
     base = spec.config or f"the default `ctsp {spec.command}` config"
     ds.attrs.update(command=spec.command, config=base, swept=", ".join(spec.swept()))
     return ds

@@ -154,7 +154,7 @@ def _states(spec: SweepSpec, out: Path) -> list[tuple[Trial, str]]:
 
 def prepare(spec: SweepSpec, out: Path) -> None:
     """Make ``out`` the sweep's directory, or check that it is this spec's (a rerun)."""
-    text = json.dumps(asdict(spec), indent=1, sort_keys=True)
+    text = json.dumps(asdict(spec), indent=1)  # in the spec's order: it orders the trials
     saved = out / SPEC_FILE
     if saved.is_file():
         if load_saved_spec(out) != spec:  # (keys added to specs since take their defaults)

@@ -11,6 +11,9 @@ A spec names the command, a base config, the keys it fixes, the keys it sweeps a
     "train.epochs" = 3
     [grid]                          # every combination of these values
     "train.lr" = [1e-3, 3e-3]
+    [variants]                      # named settings of several keys each, compared as
+    ep = { config = "ep-digits" }   # one swept dimension ("variant"): a bundled config (or
+    fixed = { "network.loop" = "fixed" }  # file) and keys; the [set] keys apply to all
     [random]                        # `samples` draws of each key from its distribution
     samples = 4
     "train.beta" = { loguniform = [0.1, 1.0] }    # uniform, loguniform, randint, choice
@@ -21,12 +24,13 @@ A spec names the command, a base config, the keys it fixes, the keys it sweeps a
     grace_period = 2                # epochs every trial runs before it may be stopped
     reduction_factor = 3            # 1 / the fraction of trials that go on at each rung
 
-A trial is one setting (a grid point and, with ``[random]``, a draw) with one seed; its name
-lists the swept keys and the seed (``train.lr=0.001,seed=1``) and is its run directory's name
-under ``DIR/trials``. The trials are a function of the spec alone (the draws seeded by
-``sample_seed``), so a sweep run again on its directory finds the same trials. A search's
-trials are not: the algorithm proposes them as results come in (seeded by ``sample_seed``), so
-a search has one seed and no grid, and its directory records the trials proposed so far.
+A trial is one setting (a variant, a grid point and, with ``[random]``, a draw) with one
+seed; its name lists the swept keys and the seed (``train.lr=0.001,seed=1``) and is its run
+directory's name under ``DIR/trials``. The trials are a function of the spec alone (the draws
+seeded by ``sample_seed``), so a sweep run again on its directory finds the same trials. A
+search's trials are not: the algorithm proposes them as results come in (seeded by
+``sample_seed``), so a search has one seed and no grid, and its directory records the trials
+proposed so far.
 """
 
 from __future__ import annotations
@@ -44,7 +48,10 @@ from ..config import ROOTS, describe, load
 from ..errors import ConfigError
 from ..registry import Registry
 
-SPEC_KEYS = ("command", "config", "seeds", "sample_seed", "set", "grid", "random", "search")
+SPEC_KEYS = (
+    "command", "config", "seeds", "sample_seed", "set", "grid", "random", "search", "variants"
+)  # fmt: skip
+VARIANT = "variant"  # the swept dimension of a spec's [variants]
 SEARCH_INTEGERS = {"grace_period": 1, "reduction_factor": 2}  # each with its least value
 SEARCH_KEYS = ("algorithm", "scheduler", *SEARCH_INTEGERS)
 
@@ -109,7 +116,9 @@ class Trial:
         return ",".join([*parts, f"seed={self.seed}"])
 
     def overrides(self) -> list[tuple[list[str], Any]]:
-        return [(k.split("."), v) for k, v in self.params.items()] + [(["seed"], self.seed)]
+        """The config keys this trial sets (its variant's are the spec's: ``config_of``)."""
+        keys = [(k.split("."), v) for k, v in self.params.items() if k != VARIANT]
+        return keys + [(["seed"], self.seed)]
 
 
 def _text(value: Any) -> str:
@@ -133,25 +142,33 @@ class SweepSpec:
     random: dict[str, dict] = field(default_factory=dict)
     samples: int = 0
     search: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def base(self):
-        """The base config with the ``[set]`` keys applied."""
+    def base(self, variant: str | None = None):
+        """The base config (``variant``'s, where given) with its keys and the ``[set]`` keys
+        applied."""
         from ..config import with_overrides
 
         cls = ROOTS[self.command]
-        overrides = [(k.split("."), v) for k, v in self.set.items()]
-        return with_overrides(load(self.config, cls) if self.config else cls(), overrides)
+        keys = dict(self.variants[variant]) if variant is not None else {}
+        name = keys.pop("config", self.config)
+        overrides = [(k.split("."), v) for k, v in {**keys, **self.set}.items()]
+        return with_overrides(load(name, cls) if name else cls(), overrides)
 
     def config_of(self, trial: Trial, threads: int | None = None):
         """The run config of ``trial`` (with ``threads`` when given)."""
         from ..config import with_overrides
 
         extra = [] if threads is None else [(["threads"], threads)]
-        return with_overrides(self.base(), trial.overrides() + extra)
+        return with_overrides(self.base(trial.params.get(VARIANT)), trial.overrides() + extra)
+
+    def dimensions(self) -> list[str]:
+        """The swept dimensions of a settings' grid: the variant, then the grid's keys."""
+        return [*([VARIANT] if self.variants else []), *self.grid]
 
     def swept(self) -> list[str]:
-        """The swept keys: the grid's, then the random ones."""
-        return [*self.grid, *self.random]
+        """The swept keys: the variant, the grid's, then the random ones."""
+        return [*self.dimensions(), *self.random]
 
     @property
     def searched(self) -> bool:
@@ -163,8 +180,8 @@ class SweepSpec:
         for a search (its trials are proposed as it runs: ``runner.trials``)."""
         if self.searched:
             return []
-        first = self.base().seed
-        points = [dict(zip(self.grid, values, strict=True)) for values in _product(self.grid)]
+        grid = {**({VARIANT: list(self.variants)} if self.variants else {}), **self.grid}
+        points = [dict(zip(grid, values, strict=True)) for values in _product(grid)]
         draws: list[tuple[int | None, dict]] = [(None, {})]
         if self.random:
             rng = np.random.default_rng(self.sample_seed)
@@ -172,8 +189,9 @@ class SweepSpec:
                 (k, {key: _draw(rng, key, dist) for key, dist in self.random.items()})
                 for k in range(self.samples)
             ]
+        firsts = {v: self.base(v).seed for v in self.variants or [None]}
         return [
-            Trial({**point, **drawn}, first + s, sample)
+            Trial({**point, **drawn}, firsts[point.get(VARIANT)] + s, sample)
             for point in points
             for sample, drawn in draws
             for s in range(self.seeds)
@@ -223,22 +241,48 @@ def load_spec(path: str | Path) -> SweepSpec:
     command = raw.get("command")
     if command not in ROOTS:
         raise ConfigError(f"{path}: command must be one of {', '.join(ROOTS)} (got {command!r})")
-    config = str(raw.get("config", ""))
-    if config and (path.parent / config).is_file():
-        config = str((path.parent / config).resolve())
+    config = _resolved({"config": str(raw.get("config", ""))}, path)["config"]
     random = dict(raw.get("random", {}))
     samples = random.pop("samples", 0)
+    variants = {
+        name: _resolved(dict(keys), path) if isinstance(keys, dict) else keys
+        for name, keys in dict(raw.get("variants", {})).items()
+    }
     spec = SweepSpec(
         command, config, raw.get("seeds", 1), raw.get("sample_seed", 0), dict(raw.get("set", {})),
-        dict(raw.get("grid", {})), random, samples, dict(raw.get("search", {})),
+        dict(raw.get("grid", {})), random, samples, dict(raw.get("search", {})), variants,
     )  # fmt: skip
     _check(spec, path)
     return spec
 
 
+def _resolved(keys: dict, path: Path) -> dict:
+    """``keys`` with a ``config`` that names a file beside the spec as that file's path."""
+    config = str(keys.get("config", ""))
+    if config and (path.parent / config).is_file():
+        keys["config"] = str((path.parent / config).resolve())
+    return keys
+
+
+def _check_variants(spec: SweepSpec, path: Path, keys: set[str]) -> None:
+    """Each variant: a name fit for a directory, a table of config keys (and ``config``) that
+    neither ``[set]`` nor the swept keys repeat, and a config those make (built here)."""
+    for name, variant in spec.variants.items():
+        if not (name and all(c.isalnum() or c in "-_." for c in name)):
+            raise ConfigError(f"{path}: variant name {name!r}: use letters, digits, '-', '_', '.'")
+        if not isinstance(variant, dict):
+            raise ConfigError(f"{path}: variant {name!r} needs a table of config keys")
+        for key in variant:
+            if key != "config" and key not in keys:
+                raise ConfigError(f"{path}: variant {name!r}: {key!r} is not a config key")
+            if key in spec.set or key in spec.grid or key in spec.random:
+                raise ConfigError(f"{path}: variant {name!r} sets {key!r}, which the spec sets too")
+        spec.base(name)
+
+
 def _check(spec: SweepSpec, path: Path) -> None:
     keys = {row[0] for row in describe(ROOTS[spec.command])}
-    for key in [*spec.set, *spec.swept()]:
+    for key in [*spec.set, *spec.grid, *spec.random]:
         if key not in keys:
             raise ConfigError(f"{path}: {key!r} is not a `ctsp {spec.command}` config key")
         if key == "seed":
@@ -251,6 +295,7 @@ def _check(spec: SweepSpec, path: Path) -> None:
         raise ConfigError(f"{path}: [random] needs samples = N (an integer >= 1)")
     for key, dist in spec.random.items():
         _check_distribution(key, dist, path)
+    _check_variants(spec, path, keys)
     _check_search(spec, path, spec.base())  # spec.base(): the config and [set] keys are valid
 
 
@@ -280,11 +325,11 @@ def _check_search(spec: SweepSpec, path: Path, base) -> None:
         )
     if spec.searched:
         SEARCHERS.check(spec.search["algorithm"], "search.algorithm")
-        if spec.grid or spec.seeds != 1 or not spec.random:
+        if spec.grid or spec.variants or spec.seeds != 1 or not spec.random:
             raise ConfigError(
                 f"{path}: a search proposes settings of the [random] keys for one seed: give "
-                "[random] keys and no [grid] or seeds (run the best setting over seeds in a sweep "
-                "of its own)"
+                "[random] keys and no [grid], [variants] or seeds (run the best setting over "
+                "seeds in a sweep of its own)"
             )
     if "scheduler" in spec.search:
         SCHEDULERS.check(spec.search["scheduler"], "search.scheduler")
