@@ -16,6 +16,9 @@ pytestmark = [
 
 FC = ["train", "--epochs", "2", "--set", "data.validation=0", "--no-progress"]
 SIMULATE = ["simulate", "--epochs", "2", "--set", "data.validation=0", "--no-progress"]
+# the steady solver with a tolerance (its test read a sweep late on the GPU), on EP's network
+STEADY = ["simulate", "ep-digits", "--epochs", "2", "--solver", "steady", "--no-progress"]
+STEADY += ["--set", "solver.tol=1e-3", "--set", "solver.max_sweeps=30"]
 SNN = ["train", "snn-fmnist-sp-surrogate", "--dataset", "digits", "--epochs", "2"]
 SNN += ["--set", "data.validation=0", "--set", "model.channels=[4,4]", "--no-progress"]
 VGG = ["train", "vgg8b-fmnist", "--dataset", "digits", "--epochs", "4", "--no-progress"]
@@ -26,7 +29,7 @@ def _final(path, name="test_error") -> float:
     return float(xr.load_dataset(path / "metrics.nc")[name][-1])
 
 
-@pytest.mark.parametrize("argv", [FC, SIMULATE], ids=["discrete", "continuous"])
+@pytest.mark.parametrize("argv", [FC, SIMULATE, STEADY], ids=["discrete", "continuous", "steady"])
 def test_a_float32_run_on_the_gpu_equals_the_cpu_run_to_rounding(argv, tmp_path):
     for device in ("cpu", "cuda"):
         assert main([*argv, "--device", device, "--out", str(tmp_path / device)]) == 0

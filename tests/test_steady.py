@@ -163,6 +163,26 @@ def test_stats_count_sweeps_and_matrix_passes():
     assert euler.stats.passes == euler.stats.nfe * 3
 
 
+@pytest.mark.parametrize("feedback", ["none", "symmetric"])
+@pytest.mark.parametrize("beta, tol, cap", [(0.0, 1e-6, 400), (0.7, 1e-6, 400), (0.0, 1e-12, 7)])
+def test_reading_the_tolerance_test_a_sweep_late_changes_nothing(feedback, beta, tol, cap):
+    """On a GPU the steady solver reads each sweep's tolerance test at the next sweep (no wait
+    for the device inside a relaxation). Forced here on the CPU: the same states and stats as
+    reading it at once, for a loop network and an EP network, converged or at the cap."""
+    from ctsp.continuous.solvers import Steady
+
+    net = random_net(2, "learned" if feedback == "none" else "none", seed=4)
+    if feedback != "none":
+        torch.manual_seed(4)
+        net = LayeredNetwork(net.sizes, loop="none", feedback=feedback).double()
+    cur, beta, target = phase(net, beta)
+    field, s0 = Field(net, cur, beta, target), net.zero_state(6)
+    spec = RelaxSpec("steady", 0.0, tol=tol, max_sweeps=cap)
+    now, late = (Steady(lag=lag).solve(field, s0, spec) for lag in (False, True))
+    assert torch.equal(now.state, late.state) and now.stats == late.stats
+    assert now.stats.converged == (cap == 400) and now.stats.steps > 2
+
+
 def test_refusals_name_the_problem():
     """Rate functions without a closed-form update (in relax and in the config), nudges without
     an interior fixed point (1 + r beta <= 0, in relax and in the config), trajectory recording

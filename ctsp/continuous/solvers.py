@@ -337,6 +337,10 @@ class Steady:
     adaptive = False
     name = "steady"
 
+    def __init__(self, lag: bool | None = None) -> None:
+        # read the tolerance test one sweep late (None: where the state is on a GPU)
+        self.lag = lag
+
     @staticmethod
     def check_network(net) -> tuple[tuple[int, ...], ...]:
         """Refuse a network whose steady state this method cannot find (one-line ConfigError);
@@ -358,15 +362,19 @@ class Steady:
         # one contiguous tensor per population (the matrix products read them faster than
         # column slices of the flat state); joined again at the end
         s = [field.project_(s0[:, cols].clone()) for cols in pops]
+        lag = s0.device.type == "cuda" if self.lag is None else self.lag
         sweeps, passes = 0, self._output_first(field, s) if field.target is not None else 0
+        pending = None
         while True:
             for g, group in enumerate(groups):
                 # within the bounds rho(s) = s, so the state is the rate
                 currents = [current(net, s, k, field.input_current) for k in group]
                 passes += sum(recurrent_edges(net, k) for k in group)
-                ended = self._ended(field, s, group, currents, sweeps, spec) if g == 0 else None
-                if ended is not None:
-                    return self._result(torch.cat(s, 1), *ended, sweeps, passes)
+                if g == 0 and sweeps > 0:
+                    ended, pending = self._stop(field, s, group, currents, (sweeps, passes),
+                                                spec, pending, lag)  # fmt: skip
+                    if ended is not None:
+                        return ended
                 for k, cur in zip(group, currents, strict=True):
                     block_state(net, k, cur, field.beta, field.target, out=s[k])
             sweeps += 1
@@ -381,18 +389,27 @@ class Steady:
         block_state(net, last, cur, field.beta, field.target, out=s[last])
         return recurrent_edges(net, last)
 
-    def _ended(self, field, s, group, currents, sweeps: int, spec: RelaxSpec):
-        """(status, residual) where the phase ends before this sweep, else None: the residual
-        is computed where it decides something, every sweep with a tolerance, else after the
-        last one."""
+    def _stop(self, field, s, group, currents, counts, spec: RelaxSpec, pending, lag: bool):
+        """Whether the phase ends before this sweep (``counts``: the sweeps and matrix passes
+        so far): (its relaxation or None, the tolerance test still to be read or None). The
+        residual is computed where it decides something: every sweep with a tolerance, else
+        after the last one. With ``lag`` the test of a sweep is read at the next one (from the
+        host, without waiting for the device: it has the next sweep to work on), and a sweep
+        that passed it returns its state as kept then: the same relaxation, one speculative
+        sweep of work later."""
+        if pending is not None and pending.passed():
+            return pending.relaxation, None
         tol, cap = spec.tol, spec.max_sweeps
-        if sweeps == 0 or not (tol > 0 or sweeps >= cap):
-            return None
+        if not (tol > 0 or counts[0] >= cap):
+            return None, None
         res = self._residual(field, s, group, currents)
+        if lag and counts[0] < cap:
+            return None, _Test((res < tol).all(), torch.cat(s, 1), res, counts)
         converged = tol > 0 and bool((res < tol).all())
-        if not (converged or sweeps >= cap):
-            return None
-        return (Status.CONVERGED if converged else Status.SWEEP_LIMIT), res
+        if not (converged or counts[0] >= cap):
+            return None, None
+        status = Status.CONVERGED if converged else Status.SWEEP_LIMIT
+        return self._result(torch.cat(s, 1), status, res, *counts), None
 
     @staticmethod
     def _residual(field, s: list[Tensor], group, currents) -> Tensor:
@@ -407,6 +424,34 @@ class Steady:
         """The relaxation that ended on ``state`` after ``sweeps`` (residual ``res``)."""
         stats = RelaxStats(sweeps, sweeps, 0.0, _ended(state, status), float(res.max()), passes)
         return Relaxation(state, stats)
+
+
+@dataclass
+class _Test:
+    """A sweep's tolerance test on its way to the host (:meth:`Steady._stop`), with what the
+    phase ends on if it passed: the state then (a copy), its residual and counts."""
+
+    passed_on_device: Tensor
+    state: Tensor
+    res: Tensor
+    counts: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        self.event = None
+        if self.passed_on_device.device.type == "cuda":
+            host = torch.empty((), dtype=torch.bool, pin_memory=True)
+            self.passed_on_device = host.copy_(self.passed_on_device, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+
+    def passed(self) -> bool:
+        if self.event is not None:
+            self.event.synchronize()
+        return bool(self.passed_on_device)
+
+    @property
+    def relaxation(self) -> Relaxation:
+        return Steady._result(self.state, Status.CONVERGED, self.res, *self.counts)
 
 
 SOLVERS: Registry[TimeStepping | Steady] = Registry(
