@@ -224,3 +224,27 @@ def test_ep_runs_record_their_alignment_and_trajectories(tmp_path):
     assert 80 < angle[-1] < angle[0] < 100 and (np.diff(angle) < 0).all(), angle
     trajectories = xr.load_dataset(tmp_path / "run" / "trajectories.nc")
     assert {"h1", "out"} <= set(trajectories.data_vars)
+
+
+def test_with_one_hidden_layer_a_fixed_loop_back_is_random_feedback():
+    """In a network with one hidden layer sigprop's fixed loop-back and EP's random feedback
+    are the same projection (out -> h1, fixed, drawn after the others): the two train alike,
+    bit for bit (ct-baselines-digits shows it over whole runs)."""
+    nets, configs = {}, {}
+    for name, network in {
+        "loop": {"loop": "fixed"},
+        "fa": {"loop": "none", "feedback": "random"},
+    }.items():
+        spec = {"network": {"sizes": [12, 9, 5], **network}, "train": {"lr": [0.2, 0.1]}}
+        configs[name] = cfg.from_dict(spec, cfg.RunConfig)
+        torch.manual_seed(0)
+        nets[name] = LayeredNetwork([12, 9, 5], **network)
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.rand(6, 12, generator=gen), torch.randint(0, 5, (6,), generator=gen)
+    for name, net in nets.items():
+        Trainer(net, configs[name], torch.device("cpu"), 6).learn(x, y, torch.arange(6), 1.0)
+    loop, fa = nets["loop"].projections, nets["fa"].projections
+    assert torch.equal(loop["loop"].weight, fa["fb1"].weight)
+    assert all(torch.equal(loop[k].weight, fa[k].weight) for k in ("input", "ff1"))
+    biases = zip(nets["loop"].biases, nets["fa"].biases, strict=True)
+    assert all(torch.equal(a, b) for a, b in biases) and nets["fa"].biases[0].abs().sum() > 0
