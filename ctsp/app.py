@@ -28,7 +28,9 @@ def build_layered_network(config: RunConfig):
 
     torch.manual_seed(config.seed)
     n = config.network
-    return LayeredNetwork(n.sizes, loop=n.loop, rate=n.rate, tau=n.tau, feedback=n.feedback)
+    return LayeredNetwork(
+        n.sizes, loop=n.loop, rate=n.rate, tau=n.tau, feedback=n.feedback, init_gain=n.init_gain
+    )
 
 
 def build_recorders(config: RunConfig | DiscreteRunConfig, data) -> list[Recorder]:

@@ -59,6 +59,11 @@ class LayeredNetwork(nn.Module):
         tau: time constant r_j of every neuron (a per-neuron buffer; edit ``tau`` to vary it).
         feedback: "none", "symmetric" or "random" (``ctsp.continuous.FEEDBACK_MODES``): fb_k
             from population k to k-1 for every forward projection ff_k.
+        init_gain: factor on the initial weights of the projections between populations
+            (forward, loop-back, random feedback; tied feedback follows its forward weights).
+            Glorot weights make the h_k <-> h_{k+1} loop of a symmetric network a gain of about
+            2 (the largest singular value of an n x n Glorot matrix): its energy then settles
+            in a saturated state that ignores the input, and EP does not learn (0.5 does).
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class LayeredNetwork(nn.Module):
         rate: str = "hard_sigmoid",
         tau: float = 1.0,
         feedback: str = "none",
+        init_gain: float = 1.0,
     ) -> None:
         super().__init__()
         sizes = [int(n) for n in sizes]
@@ -87,6 +93,10 @@ class LayeredNetwork(nn.Module):
         projections, edges = self._projections(sizes, LOOP_MODES[loop], FEEDBACK_MODES[feedback])
         self.projections = nn.ModuleDict(projections)
         self.edges = tuple(edges)
+        with torch.no_grad():
+            for e in self.edges:
+                if e.src >= 0 and isinstance(projections[e.name], Linear):
+                    projections[e.name].weight.mul_(init_gain)
         self.biases = nn.ParameterList(
             nn.Parameter(torch.zeros(n), requires_grad=False) for n in pops
         )

@@ -248,3 +248,19 @@ def test_with_one_hidden_layer_a_fixed_loop_back_is_random_feedback():
     assert all(torch.equal(loop[k].weight, fa[k].weight) for k in ("input", "ff1"))
     biases = zip(nets["loop"].biases, nets["fa"].biases, strict=True)
     assert all(torch.equal(a, b) for a, b in biases) and nets["fa"].biases[0].abs().sum() > 0
+
+
+def test_init_gain_scales_the_weights_between_populations():
+    """network.init_gain multiplies the initial weights of forward, loop-back and random
+    feedback projections (tied feedback follows); the input projection and the draws stay."""
+    nets = {}
+    for gain in (1.0, 0.5):
+        torch.manual_seed(0)
+        nets[gain] = LayeredNetwork([6, 5, 4, 3], loop="fixed", feedback="random", init_gain=gain)
+    for e in nets[1.0].edges:
+        ratio = 1.0 if e.kind == "input" else 0.5
+        a, b = (nets[g].projections[e.name].weight for g in (1.0, 0.5))
+        torch.testing.assert_close(b, a * ratio, rtol=0, atol=0, msg=e.name)
+    torch.manual_seed(0)
+    tied = LayeredNetwork([6, 5, 4, 3], loop="none", feedback="symmetric", init_gain=0.5)
+    assert torch.equal(tied.projections["fb2"].weight, tied.projections["ff2"].weight.T)

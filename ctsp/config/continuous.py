@@ -4,7 +4,7 @@ Five sections and three top-level keys::
 
     name, seed, device, threads
     [data]     name, dir, validation
-    [network]  sizes, loop, feedback, rate, tau
+    [network]  sizes, loop, feedback, init_gain, rate, tau
     [solver]   method, step, free_duration, clamped_duration, tol, check_every, rtol, atol,
                max_sweeps
     [train]    epochs, schedule_epochs, batch_size, rule, beta, beta_sign, symmetric, lr, loop_lr,
@@ -78,6 +78,11 @@ class NetworkConfig(Section):
         "(symmetric, EP) or fixed random weights; none: sigprop",
         FEEDBACK_MODES,
     )
+    init_gain: float = option(
+        1.0,
+        "factor on the initial Glorot weights between populations (forward, loop-back, "
+        "feedback); 0.5 keeps EP's symmetric layers out of saturation",
+    )
     rate: str = option("hard_sigmoid", "rate function rho of Eq. 13", RATE_FUNCTIONS)
     tau: float = option(1.0, "neuron time constant r_j (the time unit of the simulation)")
 
@@ -89,6 +94,7 @@ class NetworkConfig(Section):
             "[input, hidden..., output], at least 3 positive sizes",
         )
         _require(self.tau > 0, "network.tau", self.tau, "> 0")
+        _require(self.init_gain > 0, "network.init_gain", self.init_gain, "> 0")
 
 
 @dataclass(frozen=True)
