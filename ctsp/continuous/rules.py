@@ -39,18 +39,18 @@ class ContrastiveHebbian:
             if not proj.trainable or lr[e.name] == 0:
                 continue
             dst = net.populations[e.dst]
-            pre = x.flatten(1) if e.src < 0 else phases.free_rates[:, net.populations[e.src]]
-            self.chl.apply(
-                proj.weight,
-                net.biases[e.dst] if e.owns_bias else None,
-                pre,
-                phases.base_rates[:, dst],
-                phases.nudged_rates[:, dst],
-                lr[e.name],
-                phases.beta,
-                batch,
-                reduce,
+            post = (phases.base_rates[:, dst], phases.nudged_rates[:, dst])
+            bias = net.biases[e.dst] if e.owns_bias else None
+            self.apply(
+                net, e, proj.weight, bias, x, phases, post, (lr[e.name], phases.beta, batch, reduce)
             )
+
+    def apply(self, net, e, weight: Tensor, bias, x: Tensor, phases, post, args) -> None:
+        """Edge ``e``'s update (``post``: its postsynaptic base and nudged rates; ``args``:
+        lr, beta, batch, reduce): Eq. 14 against the free presynaptic rates (x for the input
+        projection)."""
+        pre = x.flatten(1) if e.src < 0 else phases.free_rates[:, net.populations[e.src]]
+        self.chl.apply(weight, bias, pre, *post, *args)
 
 
 class SymmetricContrastiveHebbian(ContrastiveHebbian):
@@ -70,22 +70,14 @@ class SymmetricContrastiveHebbian(ContrastiveHebbian):
             = (rho_j^b - rho_j^0).T rho_i^b + rho_j^0.T (rho_i^b - rho_i^0)
     """
 
-    def update(self, net, x: Tensor, phases, lr: dict[str, float], batch: int, reduce) -> None:
-        for e in net.edges:
-            proj = net.projections[e.name]
-            if not proj.trainable or lr[e.name] == 0:
-                continue
-            dst = net.populations[e.dst]
-            base, nudged = phases.base_rates[:, dst], phases.nudged_rates[:, dst]
-            bias = net.biases[e.dst] if e.owns_bias else None
-            args = (lr[e.name], phases.beta, batch, reduce)
-            if e.src < 0:
-                self.chl.apply(proj.weight, bias, x.flatten(1), base, nudged, *args)
-                continue
-            src = net.populations[e.src]
-            pre_base, pre_nudged = phases.base_rates[:, src], phases.nudged_rates[:, src]
-            self.chl.apply(proj.weight, bias, pre_nudged, base, nudged, *args)
-            self.chl.apply(proj.weight.T, None, base, pre_base, pre_nudged, *args)
+    def apply(self, net, e, weight: Tensor, bias, x: Tensor, phases, post, args) -> None:
+        if e.src < 0:  # x is the same in both phases: Eq. 14
+            self.chl.apply(weight, bias, x.flatten(1), *post, *args)
+            return
+        src = net.populations[e.src]
+        pre_base, pre_nudged = phases.base_rates[:, src], phases.nudged_rates[:, src]
+        self.chl.apply(weight, bias, pre_nudged, *post, *args)
+        self.chl.apply(weight.T, None, post[0], pre_base, pre_nudged, *args)
 
 
 RULES: Registry = Registry(
