@@ -23,7 +23,7 @@ import torch
 from ctsp import config as cfg
 from ctsp.app import simulate, train
 from ctsp.data import Dataset
-from ctsp.runs import machine_line
+from ctsp.runs import machine_line, write_report
 
 # (config, command, device, precision, batches)
 CASES = [
@@ -96,11 +96,7 @@ def main() -> None:
                 f"| {spec[0]} | {spec[2]} | {spec[3]} | | | failed: {type(e).__name__}: {e} | | |"
             )
         print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

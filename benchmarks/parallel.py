@@ -56,7 +56,7 @@ from ctsp.config import make_learner  # noqa: E402
 from ctsp.discrete import DiscreteTrainer  # noqa: E402
 from ctsp.nn import StaticNeuron  # noqa: E402
 from ctsp.parallel import Batch, Output, Stop, World, process_group, split_layers  # noqa: E402
-from ctsp.runs import cpu_threads, machine_line  # noqa: E402
+from ctsp.runs import cpu_threads, machine_line, write_report  # noqa: E402
 from models import build_discrete_network  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -415,11 +415,7 @@ def main() -> None:
             m = samples / predicted[case] if case in predicted else None
             mcol = f"{m:.1f} | {m / base_model:.2f}" if m else " | "
             lines.append(f"| {name} | {batch} | {case} | {rate[case]:.1f} | {ratio} | {mcol} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ctsp.runs import machine_line, markdown_table
+from ctsp.runs import machine_line, markdown_table, write_report
 
 COMMANDS = {"ctsp simulate": ["simulate"], "ctsp train": ["train"]}
 
@@ -57,10 +57,7 @@ def main() -> None:
         f"{args.repeats} runs of each, in turn, each a fresh process with start-up; command: "
         "`python benchmarks/quickstart.py --out docs/tables/quickstart.md`",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from ctsp import sweeps
-from ctsp.runs import machine_line, markdown_table, selection
+from ctsp.runs import machine_line, markdown_table, selection, write_report
 
 SPECS = Path(__file__).parent / "specs"
 RUNS = {  # label -> the sweep spec's name (figures/specs/precision-NAME.toml)
@@ -88,9 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         *markdown_table(header, table),
     ]
     out = args.out or args.runs / "precision_accuracy.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(lines, out)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch
 from ctsp import config as cfg
 from ctsp import data
 from ctsp.app import train
-from ctsp.runs import machine_line, markdown_table
+from ctsp.runs import machine_line, markdown_table, write_report
 from models import build_discrete_network
 
 SETTINGS = ["data.name=digits", "data.crop=0", "train.epochs=2", "threads=1"]
@@ -64,10 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         *markdown_table(["precision", "eps", "final test error"], rows),
     ]
-    text = "\n".join(lines) + "\n"
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ctsp import config as cfg
 from ctsp.app import simulate
-from ctsp.runs import files, machine_line, markdown_table, open_run, selected_epoch
+from ctsp.runs import files, machine_line, markdown_table, open_run, selected_epoch, write_report
 
 PAPER = {  # test error % reported in the paper (Sec. V-B)
     "fashion-mnist": "11.00 (val 10.95, train -> 2)",
@@ -109,10 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         *markdown_table(HEADER, rows),
     ]
-    text = "\n".join(lines) + "\n"
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

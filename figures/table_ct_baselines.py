@@ -24,7 +24,7 @@ from pathlib import Path
 import xarray as xr
 
 from ctsp import sweeps
-from ctsp.runs import machine_line, markdown_table, selection
+from ctsp.runs import machine_line, markdown_table, selection, write_report
 
 SPECS = {  # the table's dataset column -> the bundled sweep
     "digits": "ct-baselines-digits",
@@ -85,11 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         *markdown_table(header, table),
     ]
-    text = "\n".join(lines) + "\n"
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    print(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 import xarray as xr
 
 from ctsp import sweeps
-from ctsp.runs import machine_line, markdown_table
+from ctsp.runs import machine_line, markdown_table, write_report
 
 SPEC = "digits-steady-vs-euler"
 
@@ -59,10 +59,7 @@ def main() -> None:
         *markdown_table(header, rows(sweeps.open_sweep(args.sweep))),
         "",
     ]
-    text = "\n".join(lines)
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ reading runs back.
   lock held for the run's life), atomic
   writes, file names (``ctsp.runs.files``), :func:`load_checkpoint` with the resume check;
 - :func:`open_run` (a finished or partial run's config, metrics, best model and recordings),
-  :func:`machine_line` and :func:`markdown_table` for reports;
+  :func:`machine_line`, :func:`markdown_table` and :func:`write_report` for reports;
 - :func:`cpu_threads`: torch's and numba's thread pools together for a run (``threads``).
 """
 
@@ -27,7 +27,7 @@ from .loop import (
     selected_epoch,
     selection,
 )
-from .results import Run, machine_line, markdown_table, open_run
+from .results import Run, machine_line, markdown_table, open_run, write_report
 from .rundir import atomic_write, run_directory, save_netcdf, save_torch, write_text
 from .threads import cpu_threads
 
@@ -56,5 +56,6 @@ __all__ = [
     "selection",
     "save_netcdf",
     "save_torch",
+    "write_report",
     "write_text",
 ]

@@ -133,6 +133,17 @@ def machine_line() -> str:
     )
 
 
+def write_report(lines: Sequence[str], out: str | Path | None = None) -> str:
+    """A script's report (markdown lines) printed and, with ``out``, written there (its folder
+    made); the text."""
+    text = "\n".join(lines) + "\n"
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+    print(text)
+    return text
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     """A markdown table as lines: the header, the rule, one line per row (cells as str)."""
     lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
