@@ -161,7 +161,7 @@ def test_a_torchrun_launched_run_equals_the_workers_run(tmp_path):
     """Under torchrun every rank comes from the launcher's environment (env://). torchrun
     gives every process one OpenMP thread; the thread count can change float sums, so both
     runs set it (``--threads 1``)."""
-    args = ["train", *FC, "--set", "parallel.stages=2", "--threads", "1"]
+    args = ["train", *FC, "--set", "parallel.stages=2", *ONE_THREAD]
     assert ctsp(*args, "--workers", "2", "--out", str(tmp_path / "workers"))[0] == 0
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
